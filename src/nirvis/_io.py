@@ -1,0 +1,141 @@
+"""Low-level file helpers: validated image reading and crash-safe (atomic) writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nirvis.errors import ImageError
+
+__all__ = ["read_image", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_save_npz"]
+
+
+def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.ndarray:
+    """Read an 8-bit image file and validate it.
+
+    Parameters
+    ----------
+    path
+        Image file (PNG, JPEG, BMP, ...).
+    channel
+        ``None`` returns the image as RGB, shape ``(H, W, 3)`` (a gray file gives ``(H, W)``).
+        ``"red"``, ``"green"`` or ``"blue"`` return that channel alone, shape ``(H, W)``
+        (RAP3DF stores IR intensity in the red channel). ``"gray"`` returns luminance.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+
+    Raises
+    ------
+    ImageError
+        When the file is missing, unreadable or corrupt, or is 16-bit, has an alpha channel or is a
+        palette image. The message names the file and the reason.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such image file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                raise ImageError(f"{p}: {mode} image ({'16' if mode.startswith('I;16') else '32'}-bit); "
+                                 "nirvis reads 8-bit images only: convert it to 8-bit first")
+            if mode in ("P", "PA"):
+                raise ImageError(f"{p}: palette image (mode {mode}); convert it to RGB or gray first")
+            if mode in ("RGBA", "LA", "La", "RGBa"):
+                raise ImageError(f"{p}: image has an alpha channel (mode {mode}); "
+                                 "remove the alpha channel (convert to RGB) first")
+            if mode == "1":
+                raise ImageError(f"{p}: 1-bit image; nirvis needs an 8-bit gray or RGB image")
+            if mode == "L":
+                arr = np.asarray(im, dtype=np.uint8)
+            elif mode == "RGB":
+                arr = np.asarray(im, dtype=np.uint8)
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            else:
+                raise ImageError(f"{p}: unsupported image mode {mode!r}")
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{p}: unreadable or corrupt image ({exc})") from exc
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise ImageError(f"{p}: empty image")
+    if channel is None:
+        return np.ascontiguousarray(arr)
+    if channel == "gray":
+        if arr.ndim == 2:
+            return np.ascontiguousarray(arr)
+        import cv2
+
+        return cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY)
+    index = {"red": 0, "green": 1, "blue": 2}.get(channel)
+    if index is None:
+        raise ValueError(f"channel must be None, 'gray', 'red', 'green' or 'blue', got {channel!r}")
+    if arr.ndim == 2:
+        return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr[:, :, index])
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    A crash at any moment leaves either the old file or the complete new one, never half a file.
+    """
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp" + dst.suffix, dir=dst.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, dst)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Save arrays to an ``.npz`` file atomically (no pickled objects allowed)."""
+
+    def _write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, _write)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")

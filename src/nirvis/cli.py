@@ -1,0 +1,185 @@
+"""The ``nirvis`` command line. Commands are thin: they call the same code as the tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Cross-spectral (NIR-VIS) face recognition: align, embed, evaluate.")
+
+
+class DatasetName(str, Enum):
+    rap3df = "rap3df"
+    casia = "casia"
+    folder = "folder"
+
+
+DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Data folder (else $NIRVIS_DATA, else ../shared/data).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes for align+embed.")]
+CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature cache (default $NIRVIS_CACHE or ~/.cache/nirvis).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _recognizer(cache_dir: Path | None, no_cache: bool, embedder: str = "dlib"):
+    from nirvis.features.cache import FeatureCache
+    from nirvis.pipeline import Recognizer
+
+    return Recognizer(embedder, cache=None if no_cache else FeatureCache(cache_dir))
+
+
+def _featurize(rec, samples, workers: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("align + embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), transient=False) as bar:
+        task = bar.add_task("faces", total=len({s.capture_id for s in samples}))
+        return rec.featurize(samples, workers=workers, progress=lambda n: bar.advance(task, n))
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"protocol: {report.protocol}")
+    for col in ("configuration", "rank-1 (%)", "VR@FAR=1% (%)", "VR@FAR=0.1% (%)", "probes", "faces not aligned"):
+        t.add_column(col, justify="right" if col != "configuration" else "left")
+    for r in report.results:
+        t.add_row(r["config"], f"{100 * r['rank1_mean']:.1f} ± {100 * r['rank1_std']:.1f}",
+                  f"{100 * r['vr_far_1e-2']:.1f}", f"{100 * r['vr_far_1e-3']:.1f}", str(r["n_probes"]),
+                  str(r["n_failed_alignment"]))
+    c = Console()
+    c.print(t)
+    a = report.alignment
+    c.print(f"aligned: NIR {100 * a['nir_rate']:.1f}% of {a['nir_images']}, VIS {100 * a['vis_rate']:.1f}% of "
+            f"{a['vis_images']} images; probes and failures are summed over {report.results[0]['n_splits']} split(s)")
+
+
+def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_data: Path | None,
+                   json_out: Path | None, workers: int, cache_dir: Path | None, no_cache: bool,
+                   embedding: str = "none") -> None:
+    from nirvis._io import atomic_write_json
+    from nirvis.data import find_data_root
+    from nirvis.datasets import load_protocol
+    from nirvis.errors import NirvisError
+    from nirvis.evaluation.protocols import evaluate_splits
+
+    try:
+        root = find_data_root(data)
+        name, splits, samples = load_protocol(dataset, root, protocol, train_data)
+    except NirvisError as exc:
+        _fail(str(exc))
+    rec = _recognizer(cache_dir, no_cache)
+    fs = _featurize(rec, samples, workers)
+    report = evaluate_splits(name, splits, fs, {"raw": None})
+    _print_report(report)
+    if json_out is not None:
+        atomic_write_json(json_out, report.to_dict())
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[DatasetName, typer.Option("--dataset", "-d", help="Dataset and its protocol.")] = DatasetName.rap3df,
+    data: DataOpt = None,
+    protocol: Annotated[Optional[str], typer.Option(help="CASIA: view2 | view2:K | view1 | sixfold.")] = None,
+    train_data: Annotated[Optional[Path], typer.Option("--train-data", help="Folder whose people are all training; --data's people are all test.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    workers: WorkersOpt = 1,
+    cache_dir: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Evaluate NIR->VIS identification on a protocol: rank-1, VR@FAR=1% and 0.1%, mean ± std over splits."""
+    run_evaluation(dataset.value, data, protocol, train_data, json_out, workers, cache_dir, no_cache)
+
+
+@app.command()
+def demo(
+    data: DataOpt = None,
+    workers: WorkersOpt = 2,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """The main job: NIR->VIS identification on the real RAP3DF faces with the frozen dlib network."""
+    from nirvis.data import HOW_TO_GET_DATA, find_data_root
+    from nirvis.errors import DatasetError
+
+    try:
+        root = find_data_root(data)
+    except DatasetError:
+        _fail(HOW_TO_GET_DATA, code=1)
+    typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 25 test people) with data from {root}")
+    run_evaluation("rap3df", root, None, None, json_out, workers, None, False)
+
+
+@app.command()
+def align(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (png, jpg, bmp).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Contact sheet PNG to write.")] = Path("aligned.png"),
+    channel: Annotated[Optional[str], typer.Option(help="Read only this channel (red for RAP3DF IR, gray).")] = None,
+    cols: Annotated[int, typer.Option(min=1, help="Faces per row.")] = 8,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many images.")] = 64,
+    save_dir: Annotated[Optional[Path], typer.Option(help="Also write each aligned 224x224 face here.")] = None,
+) -> None:
+    """Align faces to the 224x224 template and write a contact sheet with the landmarks, to check by eye."""
+    import cv2
+
+    from nirvis._io import atomic_write_bytes
+    from nirvis.errors import NirvisError
+    from nirvis.faces.align import FaceAligner
+    from nirvis.faces.sheet import contact_sheet
+
+    exts = {".png", ".jpg", ".jpeg", ".bmp"}
+    files: list[Path] = []
+    for p in images:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in exts)
+        elif p.exists():
+            files.append(p)
+        else:
+            _fail(f"{p}: no such file or folder")
+    files = files[:limit]
+    if not files:
+        _fail("no images found")
+    aligner = FaceAligner()
+    items, n_fail = [], 0
+    for f in files:
+        try:
+            face = aligner.align_file(f, channel=channel)
+            items.append((face, f"{f.name} {face.method}"))
+            if save_dir is not None:
+                ok, buf = cv2.imencode(".png", face.image if face.is_gray else cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR))
+                atomic_write_bytes(save_dir / f"{f.stem}.png", buf.tobytes())
+        except NirvisError as exc:
+            n_fail += 1
+            items.append((None, f"{f.name} FAILED"))
+            typer.echo(f"warning: {exc}", err=True)
+    sheet = contact_sheet(items, cols=cols)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    atomic_write_bytes(output, buf.tobytes())
+    typer.echo(f"aligned {len(files) - n_fail} of {len(files)} images; failed {n_fail}; wrote {output}")
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

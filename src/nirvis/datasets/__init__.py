@@ -1,0 +1,74 @@
+"""Datasets and their evaluation protocols: one :class:`Sample` model for all of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nirvis.datasets.base import MODALITIES, Sample, Split, by_person, people
+
+__all__ = ["Sample", "Split", "MODALITIES", "people", "by_person", "load_protocol", "DATASETS"]
+
+DATASETS = ("rap3df", "casia", "folder")
+
+
+def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
+                  train_data: str | Path | None = None) -> tuple[str, list[Split], list[Sample]]:
+    """Splits of a dataset's protocol, and every sample they use (for featurizing once).
+
+    Parameters
+    ----------
+    dataset
+        ``"rap3df"``, ``"casia"`` or ``"folder"``.
+    data
+        The dataset's folder (for RAP3DF and CASIA also the data folder that holds it).
+    protocol
+        RAP3DF: ``"splits"`` (default, 10 random 25/25 splits). CASIA: ``"view2"`` (default, folds 1-10),
+        ``"view2:K"`` (one fold), ``"view1"``, ``"sixfold"``. Folder: ignored.
+    train_data
+        RAP3DF and folder: a second folder whose people are all training; ``data``'s people are all test.
+
+    Returns
+    -------
+    protocol name, splits, all samples (train, gallery and probes of every split, plus the whole dataset
+    for RAP3DF so that the alignment rate covers every capture).
+    """
+    if dataset == "rap3df":
+        from nirvis.datasets import rap3df
+
+        sets = rap3df.load_rap3df(data)
+        if train_data is not None:
+            split = rap3df.rap3df_external_split(sets, rap3df.load_rap3df(train_data))
+            return "rap3df-external", [split], _all_samples([split])
+        splits = rap3df.rap3df_splits(sets)
+        return "rap3df-10x25/25", splits, [s for v in sets.values() for s in v]
+    if dataset == "casia":
+        from nirvis.datasets import casia
+
+        root = Path(data)
+        root = root / "casia" if (root / "casia").is_dir() else root
+        proto = protocol or "view2"
+        if proto == "view2":
+            splits = [casia.view2_split(root, k) for k in range(1, 11)]
+        elif proto.startswith("view2:"):
+            splits = [casia.view2_split(root, int(proto.split(":", 1)[1]))]
+        elif proto == "view1":
+            splits = [casia.view1_split(root)]
+        elif proto == "sixfold":
+            splits = casia.six_fold_splits(root)
+        else:
+            raise ValueError(f"unknown CASIA protocol {proto!r}; use view2, view2:K (K=1..10), view1 or sixfold")
+        return f"casia-{proto}", splits, _all_samples(splits)
+    if dataset == "folder":
+        from nirvis.datasets import folder
+
+        split = folder.folder_split(data, train_root=train_data)
+        return "folder", [split], _all_samples([split])
+    raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _all_samples(splits: list[Split]) -> list[Sample]:
+    seen: dict[str, Sample] = {}
+    for sp in splits:
+        for s in (*sp.train, *sp.gallery, *sp.probes):
+            seen.setdefault(s.capture_id, s)
+    return list(seen.values())

@@ -1,0 +1,189 @@
+"""RAP3DF: Kinect v2 IR + RGB faces, registered by the sensor (two sets, 2017 and 2019).
+
+- 2019 set (``rap3df_data_02``): ``database.json`` maps person -> pose -> list of
+  ``{"rgb": ..., "ir_with_bg": ...}`` paths relative to the ``rap3df`` folder.
+- 2017 set (``rap3df_data``): ``<person>/k1_box_xy.bmp`` (RGB) and ``k1_box_xy_ir_view.bmp`` (IR), more
+  captures under ``<person>/tests/<prefix>k1_box_xy[...].bmp``. All frontal.
+
+The IR intensity is the red channel of a 24-bit BMP. Each RGB capture and its IR capture were taken at the
+same moment, and are linked through :attr:`Sample.pair_id`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from nirvis.datasets.base import Sample, Split, by_person, people
+from nirvis.errors import DatasetError
+
+__all__ = ["find_rap3df_sets", "load_rap3df", "load_set_2019", "load_set_2017", "rap3df_splits",
+           "rap3df_external_split", "N_SPLITS", "N_TRAIN"]
+
+log = logging.getLogger(__name__)
+
+#: Protocol constants: 10 random splits (seeds 0-9) of the 2019 people into 25 training and 25 test people.
+N_SPLITS = 10
+N_TRAIN = 25
+
+_IR_2017 = "k1_box_xy_ir_view.bmp"
+_RGB_2017 = "k1_box_xy.bmp"
+
+
+def _pair(person: str, capture: str, rgb: Path, ir: Path, meta: dict) -> list[Sample]:
+    vis_id, nir_id = f"{capture}/vis", f"{capture}/nir"
+    return [
+        Sample(person, "vis", rgb, vis_id, pair_id=nir_id, channel=None, meta=dict(meta)),
+        Sample(person, "nir", ir, nir_id, pair_id=vis_id, channel="red", meta=dict(meta)),
+    ]
+
+
+def load_set_2019(folder: str | Path) -> list[Sample]:
+    """Samples of a 2019-style folder (one holding ``database.json``).
+
+    Paths in ``database.json`` are relative to the folder's parent (the ``rap3df`` folder); paths relative
+    to the folder itself are accepted too.
+    """
+    folder = Path(folder)
+    db_path = folder / "database.json"
+    if not db_path.is_file():
+        raise DatasetError(f"{db_path}: RAP3DF database file not found")
+    try:
+        db = json.loads(db_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{db_path}: not valid JSON ({exc})") from exc
+    if not isinstance(db, dict):
+        raise DatasetError(f"{db_path}: expected an object person -> pose -> captures")
+
+    def resolve(rel: str) -> Path:
+        for base in (folder.parent, folder):
+            p = base / rel
+            if p.exists():
+                return p
+        return folder.parent / rel  # missing: reported by the evaluation, not here
+
+    out: list[Sample] = []
+    for person in sorted(db):
+        poses = db[person] or {}
+        for pose, caps in poses.items():
+            if pose == "demography" or not caps:
+                continue
+            for i, cap in enumerate(caps):
+                rgb, ir = resolve(cap["rgb"]), resolve(cap["ir_with_bg"])
+                code = Path(cap["rgb"]).stem.removeprefix("rgb_")
+                meta = {"set": "2019", "pose": pose, "index": i}
+                out.extend(_pair(person, f"2019/{person}/{code}", rgb, ir, meta))
+    return out
+
+
+def load_set_2017(folder: str | Path) -> list[Sample]:
+    """Samples of a 2017-style folder: ``<person>/k1_box_xy*.bmp`` and ``<person>/tests/<prefix>k1_box_xy*.bmp``.
+
+    The main capture comes first for each person, then the ``tests/`` captures in name order. A capture
+    whose IR or RGB file is missing is logged and left out.
+    """
+    folder = Path(folder)
+    out: list[Sample] = []
+    for pdir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        person = pdir.name
+        rgbs = [(pdir / _RGB_2017, "main")] + [
+            (f, f.name[: -len(_RGB_2017)]) for f in sorted((pdir / "tests").glob(f"*{_RGB_2017}"))
+        ]
+        for i, (rgb, prefix) in enumerate(rgbs):
+            ir = rgb.with_name(rgb.name.replace(_RGB_2017, _IR_2017))
+            if not (rgb.is_file() and ir.is_file()):
+                if rgb.is_file() or ir.is_file():
+                    log.warning("RAP3DF 2017: capture %s of %s has no IR/RGB partner; skipped", prefix, person)
+                continue
+            meta = {"set": "2017", "pose": "front", "index": i}
+            out.extend(_pair(person, f"2017/{person}/{prefix}", rgb, ir, meta))
+    return out
+
+
+def find_rap3df_sets(root: str | Path) -> dict[str, Path]:
+    """Find the RAP3DF sets under ``root``.
+
+    ``root`` may be the data folder (holding ``rap3df/``), the ``rap3df`` folder itself, or one set's
+    folder. Returns ``{"2019": path, "2017": path}`` with the sets found.
+
+    Raises
+    ------
+    DatasetError
+        If the folder is missing or holds no RAP3DF set.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: RAP3DF folder not found")
+    for base in (root / "rap3df", root):
+        sets: dict[str, Path] = {}
+        if (base / "database.json").is_file():
+            sets["2019"] = base
+        elif (base / "rap3df_data_02" / "database.json").is_file():
+            sets["2019"] = base / "rap3df_data_02"
+        if (base / "rap3df_data").is_dir():
+            sets["2017"] = base / "rap3df_data"
+        elif "2019" not in sets and base.is_dir() and any(base.glob(f"*/{_RGB_2017}")):
+            sets["2017"] = base
+        if sets:
+            return sets
+    raise DatasetError(
+        f"{root}: no RAP3DF data found (expected rap3df/rap3df_data_02/database.json or rap3df/rap3df_data/)"
+    )
+
+
+def load_rap3df(root: str | Path) -> dict[str, list[Sample]]:
+    """Samples of every RAP3DF set under ``root`` (see :func:`find_rap3df_sets`), keyed by set."""
+    loaders = {"2019": load_set_2019, "2017": load_set_2017}
+    return {name: loaders[name](path) for name, path in find_rap3df_sets(root).items()}
+
+
+def _gallery_and_probes(test: list[Sample]) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
+    """Gallery: each person's first ``front`` RGB capture (first RGB capture if none is frontal).
+    Probes: every IR capture of those people, except the one taken with the gallery image."""
+    gallery: list[Sample] = []
+    for person in people(test):
+        vis = [s for s in test if s.person == person and s.modality == "vis"]
+        if not vis:
+            log.warning("RAP3DF: test person %s has no RGB capture; their probes will count as misses", person)
+            continue
+        front = [s for s in vis if s.pose == "front"]
+        gallery.append(front[0] if front else vis[0])
+    excluded = {g.pair_id for g in gallery}
+    probes = tuple(s for s in test if s.modality == "nir" and s.capture_id not in excluded)
+    return tuple(gallery), probes
+
+
+def rap3df_splits(sets: dict[str, list[Sample]], n_splits: int = N_SPLITS, n_train: int = N_TRAIN) -> list[Split]:
+    """The RAP3DF protocol: 10 random 25/25 splits of the 2019 people; the 2017 set always trains.
+
+    Split ``k`` permutes the sorted 2019 person ids with ``numpy.random.RandomState(k)``; the first
+    ``n_train`` are training people, the rest are test people.
+    """
+    if "2019" not in sets:
+        raise DatasetError("RAP3DF protocol needs the 2019 set (rap3df_data_02/database.json)")
+    s19, s17 = sets["2019"], sets.get("2017", [])
+    ids = people(s19)
+    if len(ids) <= n_train:
+        raise DatasetError(f"RAP3DF 2019 set has {len(ids)} people; the protocol needs more than {n_train}")
+    splits = []
+    for seed in range(n_splits):
+        perm = np.random.RandomState(seed).permutation(len(ids))
+        train_ids = [ids[i] for i in perm[:n_train]]
+        test_ids = [ids[i] for i in perm[n_train:]]
+        gallery, probes = _gallery_and_probes(list(by_person(s19, test_ids)))
+        splits.append(Split(f"rap3df-seed{seed}", tuple(s17) + by_person(s19, train_ids), gallery, probes))
+    return splits
+
+
+def rap3df_external_split(test: dict[str, list[Sample]], train: dict[str, list[Sample]] | None) -> Split:
+    """One fold: every person of ``test`` is tested, every person of ``train`` trains."""
+    test_samples = [s for v in test.values() for s in v]
+    train_samples = tuple(s for v in (train or {}).values() for s in v)
+    overlap = set(people(test_samples)) & set(people(train_samples))
+    if overlap:
+        raise DatasetError(f"--train-data and --data share {len(overlap)} people, e.g. {sorted(overlap)[:3]}")
+    gallery, probes = _gallery_and_probes(test_samples)
+    return Split("rap3df-external", train_samples, gallery, probes)

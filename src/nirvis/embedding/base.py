@@ -1,0 +1,116 @@
+"""What every learned embedding shares: a linear map ``x -> components_ @ (x - mean_)``.
+
+All embeddings of :mod:`nirvis.embedding` (the low-rank transform of paper Sec. 4 and the
+identity / PCA / ITML / LMNN baselines) end as one merged linear map, stored as
+
+- ``mean_``: shape ``(n_features,)``, subtracted first (zeros for the identity baseline);
+- ``components_``: shape ``(n_components, n_features)``, so that ``transform(X)`` is
+  ``(X - mean_) @ components_.T`` (the metric-learn convention).
+
+Features are then compared with the cosine similarity (paper Sec. 4.2), which ignores the scale
+of the map.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+__all__ = ["LinearEmbeddingMixin", "check_n_features", "resolve_n_components", "fit_pca", "validate_X_y"]
+
+
+def check_n_features(name: str, n_features: int, expected: int) -> None:
+    """Raise ``ValueError`` in scikit-learn's words when a feature count does not match."""
+    if n_features != expected:
+        raise ValueError(
+            f"X has {n_features} features, but {name} is expecting {expected} features as input"
+        )
+
+
+def resolve_n_components(name: str, n_components: int | None, n_samples: int, n_features: int) -> int:
+    """Validate ``n_components`` and cap it at ``min(n_samples, n_features)``.
+
+    The paper reduces to 1024 dimensions (Sec. 4); with fewer features or samples the cap applies.
+    ``None`` means the cap itself.
+    """
+    if n_components is None:
+        return min(n_samples, n_features)
+    if isinstance(n_components, bool) or not isinstance(n_components, Integral) or n_components < 1:
+        raise ValueError(f"{name}: n_components must be a positive int or None, got {n_components!r}")
+    return int(min(n_components, n_samples, n_features))
+
+
+def fit_pca(X: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Principal axes of ``X``: ``(mean, components)`` with components of shape ``(k, n_features)``.
+
+    Rows of ``components`` are orthonormal, sorted by decreasing variance, with the sign fixed so
+    that the largest-magnitude entry of each row is positive (deterministic output).
+    Uses the ``d x d`` covariance when ``n_samples > n_features`` (cheaper), else a thin SVD.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    Xc = X - mean
+    n, d = Xc.shape
+    if n > d:
+        evals, evecs = np.linalg.eigh(Xc.T @ Xc)
+        comps = evecs[:, ::-1][:, :n_components].T
+    else:
+        _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+        comps = vt[:n_components]
+    comps = np.array(comps, dtype=np.float64, order="C")
+    idx = np.argmax(np.abs(comps), axis=1)
+    signs = np.sign(comps[np.arange(comps.shape[0]), idx])
+    signs[signs == 0] = 1.0
+    comps *= signs[:, None]
+    return mean, comps
+
+
+class LinearEmbeddingMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
+    """``transform`` for estimators whose fitted state is ``mean_`` and ``components_``.
+
+    Subclasses implement ``fit`` and set ``mean_``, ``components_`` and ``n_features_in_``.
+    """
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.components_.shape[0]
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Apply the learned map: ``(X - mean_) @ components_.T``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+            float32 when ``X`` is float32, else float64.
+        """
+        check_is_fitted(self, ("components_", "mean_"))
+        X = check_array(X, dtype=[np.float64, np.float32], estimator=self)
+        check_n_features(type(self).__name__, X.shape[1], self.n_features_in_)
+        dtype = X.dtype
+        return ((X - self.mean_.astype(dtype)) @ self.components_.T.astype(dtype)).astype(dtype, copy=False)
+
+    def _more_tags(self) -> dict:
+        return {"preserves_dtype": [np.float64, np.float32]}
+
+
+def validate_X_y(estimator: BaseEstimator, X, y, *, min_classes: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate supervised input: ``X`` float 2-D finite, ``y`` one label per row, at least ``min_classes``.
+
+    Returns ``(X float64, classes, codes)`` where ``codes[i]`` indexes ``classes``.
+    """
+    name = type(estimator).__name__
+    X, y = check_X_y(X, y, dtype=np.float64, ensure_min_samples=2, estimator=estimator, y_numeric=False)
+    classes, codes = np.unique(y, return_inverse=True)
+    if classes.size < min_classes:
+        raise ValueError(
+            f"{name} needs samples of at least {min_classes} classes (people) in y, got {classes.size} class "
+            f"({classes[:5].tolist()})"
+        )
+    return X, classes, codes.astype(np.intp)

@@ -1,0 +1,791 @@
+"""Low-rank transform (paper Sec. 4.1; Qiu & Sapiro, "Learning transformations for clustering and
+classification", JMLR 16, 2015).
+
+A ``d x d`` matrix ``T`` is learned to minimise
+
+.. math::
+
+    f(T) = \\sum_c \\|T Y_c\\|_* - \\|T Y\\|_*            (paper eq. 2)
+
+where the columns of ``Y`` are the (PCA-reduced) training features and ``Y_c`` those of person ``c``
+(for NIR-VIS, the NIR and VIS features of one person share one label). ``f >= 0``, and ``f = 0`` when
+the class subspaces are orthogonal (paper Theorem 1). ``f`` is a difference of convex functions; it
+is minimised from ``T = I`` by subgradient steps (the concave-convex procedure in practice).
+
+Conventions
+-----------
+Feature vectors are the *rows* of ``X`` (scikit-learn style), so ``Y = X.T`` and the transformed
+features are ``X @ T.T``. If ``T Y_b = U S V^T`` (singular values above a small threshold), a
+subgradient of ``||T Y_b||_*`` in ``T`` is ``U V^T Y_b^T``, hence
+
+.. math::
+
+    \\nabla f(T) = \\sum_c U_c V_c^T Y_c^T - U V^T Y^T .
+
+How one iteration stays cheap
+-----------------------------
+No SVD is taken per class. For a block ``M = T Y_b`` (``d x n_b``):
+
+- if ``n_b <= d`` (a class: about 25 vectors against ``d = 1024``), the ``n_b x n_b`` Gram
+  ``M^T M = V S^2 V^T`` gives ``||M||_* = sum(S)`` and ``U V^T Y_b^T = M (V S^{-1} V^T) Y_b^T``;
+  the classes are grouped by size and decomposed with one batched ``eigh`` per size;
+- if ``n_b > d`` (the whole set: 8,750 vectors), the ``d x d`` Gram ``M M^T = T C_b T^T`` with the
+  constant ``C_b = Y_b Y_b^T`` gives ``U V^T Y_b^T = (U S^{-1} U^T) T C_b``.
+
+Along a search direction ``G`` every Gram is a quadratic in the step ``t``
+(``(Z - tD)(Z - tD)^T`` with ``Z = X T^T``, ``D = X G^T``), so trying a step costs a few small
+eigen-decompositions and one ``d x d`` one, and an iteration costs two ``n x d x d`` products.
+Singular values below ``rtol * sigma_max`` of their block are treated as zero (``rtol = 1e-6``
+in float64, ``1e-4`` when the large products run in float32).
+
+Step rules
+----------
+``"backtracking"`` (default)
+    Armijo backtracking on ``f`` itself: a step is accepted only when
+    ``f(T+) <= f(T) - 1e-4 * ||T+ - T||_F^2 / t``; the step is halved until it is, and doubled
+    after each success. ``objective_history_`` is therefore strictly decreasing. When no step down
+    to ``1e-12 ||T||_F`` decreases ``f`` (a kink of the nonsmooth ``f``), the run stops.
+``"diminishing"``
+    Classical subgradient method: step length ``step_size * ||T||_F / sqrt(k)`` at iteration ``k``,
+    no test on ``f``; the iterate with the smallest ``f`` is kept.
+
+Scale
+-----
+``f`` is positively homogeneous: ``f(aT) = a f(T)`` for ``a > 0``, so part of any decrease of ``f``
+can come from shrinking ``T``. The paper drops the constraint ``||T||_2 = 1`` of Qiu & Sapiro,
+never having seen ``T`` collapse; ``normalize=True`` restores it (every iterate is divided by its
+spectral norm). Cosine matching ignores the scale of ``T`` either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.linalg
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from nirvis.embedding.base import LinearEmbeddingMixin, fit_pca, resolve_n_components, validate_X_y
+
+__all__ = ["LowRankTransform", "lowrank_objective", "lowrank_subgradient", "retrieval_scores"]
+
+logger = logging.getLogger(__name__)
+
+#: singular values below RTOL * (largest singular value of the block) count as zero
+_RTOL = {"float64": 1e-6, "float32": 1e-4}
+_ARMIJO_C = 1e-4  # sufficient-decrease constant of the Armijo test
+_SHRINK = 0.5  # backtracking factor
+_GROW = 2.0  # step growth after an accepted step
+_MAX_ETA = 1.0  # largest relative step ||T+ - T||_F / ||T||_F
+_MIN_ETA = 1e-12  # below this relative step the line search gives up
+_REFRESH_EVERY = 10  # recompute Z = X T^T from T every so many accepted steps (float32 drift)
+
+
+# --------------------------------------------------------------------------------------------------
+# The objective on grouped blocks
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ColGroup:
+    """``k`` blocks of ``s`` consecutive rows each (rows ``start .. start + k*s`` of the sorted X)."""
+
+    sign: float
+    start: int
+    k: int
+    s: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.k * self.s
+
+
+@dataclass
+class _Point:
+    """Everything known at one iterate ``T``."""
+
+    T: np.ndarray  # (d, d) float64
+    Z: np.ndarray  # (n, d) working dtype, Z = X T^T (rows sorted as in the problem)
+    TC: np.ndarray  # (m, d, d) float64, T C_b for the row blocks
+    col_gram: list[np.ndarray]  # per group (k, s, s) float64
+    col_eig: list[tuple[np.ndarray, np.ndarray]]  # per group (eigenvalues (k, s), eigenvectors (k, s, s))
+    row_S: np.ndarray  # (m, d, d) float64, T C_b T^T
+    row_eig: tuple[np.ndarray, np.ndarray]  # (m, d), (m, d, d)
+    f: float
+
+
+@dataclass
+class _Direction:
+    G: np.ndarray  # (d, d) float64
+    D: np.ndarray  # (n, d) working dtype, D = X G^T
+    col_G1: list[np.ndarray]  # Z_b D_b^T
+    col_G2: list[np.ndarray]  # D_b D_b^T
+    GC: np.ndarray  # G C_b
+    K: np.ndarray  # T C_b G^T
+    H: np.ndarray  # G C_b G^T
+
+
+def _sigma(lam: np.ndarray, rtol: float) -> np.ndarray:
+    """Singular values from Gram eigenvalues (last axis), zeroed below ``rtol * max``."""
+    sig = np.sqrt(np.clip(lam, 0.0, None))
+    if sig.size == 0:
+        return sig
+    smax = sig.max(axis=-1, keepdims=True)
+    return np.where(sig > rtol * smax, sig, 0.0)
+
+
+def _inv(sig: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(sig)
+    np.divide(1.0, sig, out=out, where=sig > 0)
+    return out
+
+
+class _Problem:
+    """``f(T) = sum_b sign_b ||T Y_b||_*`` for the classes (+1) and the whole set (-1).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Training vectors as rows (already centred / PCA-reduced by the caller).
+    codes : ndarray of shape (n,)
+        Class index of each row, ``0 .. n_classes - 1``.
+    dtype : {"float64", "float32"}
+        Precision of the two large ``(n x d) (d x d)`` products; Grams, eigen-decompositions and
+        ``T`` stay in float64.
+    """
+
+    def __init__(self, X: np.ndarray, codes: np.ndarray, dtype: str = "float64") -> None:
+        X = np.asarray(X, dtype=np.float64)
+        n, d = X.shape
+        self.n, self.d = n, d
+        self.wdtype = np.dtype(dtype)
+        self.rtol = _RTOL[dtype]
+        counts = np.bincount(codes)
+        row_class = counts > d
+        size_key = np.where(row_class[codes], n + 1, counts[codes])
+        order = np.lexsort((codes, size_key))
+        self.order = order
+        Xs = X[order]
+        cs = codes[order]
+        self.X = np.ascontiguousarray(Xs, dtype=self.wdtype)
+
+        groups: list[_ColGroup] = []
+        start = 0
+        col_sizes = np.sort(counts[(~row_class) & (counts > 0)])
+        for s in np.unique(col_sizes):
+            k = int(np.sum(col_sizes == s))
+            groups.append(_ColGroup(1.0, start, k, int(s)))
+            start += k * int(s)
+        row_C: list[np.ndarray] = []
+        row_sign: list[float] = []
+        for c in np.flatnonzero(row_class):
+            Xc = Xs[cs == c]
+            row_C.append(Xc.T @ Xc)
+            row_sign.append(1.0)
+        if n <= d:
+            groups.append(_ColGroup(-1.0, 0, 1, n))
+        else:
+            row_C.append(Xs.T @ Xs)
+            row_sign.append(-1.0)
+        self.groups = groups
+        self.C = np.stack(row_C) if row_C else np.zeros((0, d, d))
+        self.row_sign = np.asarray(row_sign, dtype=np.float64)
+
+    # ---- pieces ---------------------------------------------------------------------------------
+
+    def _blocks(self, A: np.ndarray, g: _ColGroup) -> np.ndarray:
+        return A[g.start : g.stop].reshape(g.k, g.s, self.d)
+
+    def _value(self, col_eig: list[tuple[np.ndarray, np.ndarray]], row_lam: np.ndarray) -> float:
+        f = 0.0
+        for g, (lam, _) in zip(self.groups, col_eig):
+            f += g.sign * float(_sigma(lam, self.rtol).sum())
+        if row_lam.size:
+            f += float((self.row_sign * _sigma(row_lam, self.rtol).sum(axis=-1)).sum())
+        return f
+
+    @staticmethod
+    def _eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if A.shape[0] == 0:
+            return np.zeros(A.shape[:2]), np.zeros(A.shape)
+        return np.linalg.eigh(A)
+
+    def _finish(self, T, Z, TC, col_gram, row_S) -> _Point:
+        col_eig = [self._eigh(Gm) for Gm in col_gram]
+        row_eig = self._eigh(row_S)
+        return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, self._value(col_eig, row_eig[0]))
+
+    def point(self, T: np.ndarray) -> _Point:
+        """Evaluate everything at ``T`` from scratch."""
+        T = np.array(T, dtype=np.float64)
+        Z = self.X @ T.T.astype(self.wdtype)
+        col_gram = []
+        for g in self.groups:
+            Zb = self._blocks(Z, g).astype(np.float64)
+            col_gram.append(Zb @ Zb.transpose(0, 2, 1))
+        TC = T @ self.C
+        row_S = TC @ T.T
+        return self._finish(T, Z, TC, col_gram, row_S)
+
+    def gradient(self, p: _Point) -> np.ndarray:
+        """A subgradient of ``f`` at ``p`` (the gradient where ``f`` is differentiable)."""
+        d = self.d
+        G = np.zeros((d, d))
+        if self.groups:
+            W = np.zeros((self.n, d), dtype=self.wdtype)
+            for g, (lam, V) in zip(self.groups, p.col_eig):
+                w = g.sign * _inv(_sigma(lam, self.rtol))
+                P = (V * w[:, None, :]) @ V.transpose(0, 2, 1)
+                W[g.start : g.stop] += (P.astype(self.wdtype) @ self._blocks(self.X, g)).reshape(-1, d)
+            G += (p.Z.T @ W).astype(np.float64)
+        if self.C.shape[0]:
+            lam, U = p.row_eig
+            w = self.row_sign[:, None] * _inv(_sigma(lam, self.rtol))
+            G += (U @ (w[:, :, None] * (U.transpose(0, 2, 1) @ p.TC))).sum(axis=0)
+        return G
+
+    def direction(self, p: _Point, G: np.ndarray) -> _Direction:
+        """Precompute what makes ``f(T - tG)`` cheap for any ``t``."""
+        D = self.X @ G.T.astype(self.wdtype)
+        G1, G2 = [], []
+        for g in self.groups:
+            Zb = self._blocks(p.Z, g).astype(np.float64)
+            Db = self._blocks(D, g).astype(np.float64)
+            G1.append(Zb @ Db.transpose(0, 2, 1))
+            G2.append(Db @ Db.transpose(0, 2, 1))
+        GC = G @ self.C
+        K = p.TC @ G.T
+        H = GC @ G.T
+        return _Direction(G, D, G1, G2, GC, K, H)
+
+    def trial(self, p: _Point, r: _Direction, t: float) -> tuple[float, list, list, np.ndarray, tuple]:
+        """``f(T - tG)`` and the Grams / eigen-decompositions there."""
+        col_gram = [G0 - t * (G1 + G1.transpose(0, 2, 1)) + (t * t) * G2 for G0, G1, G2 in zip(p.col_gram, r.col_G1, r.col_G2)]
+        row_S = p.row_S - t * (r.K + r.K.transpose(0, 2, 1)) + (t * t) * r.H
+        col_eig = [self._eigh(Gm) for Gm in col_gram]
+        row_eig = self._eigh(row_S)
+        return self._value(col_eig, row_eig[0]), col_gram, col_eig, row_S, row_eig
+
+    def accept(self, p: _Point, r: _Direction, t: float, trial: tuple, scale: float = 1.0) -> _Point:
+        """The point ``(T - tG) / scale`` from a trial result (no large product needed)."""
+        f, col_gram, col_eig, row_S, row_eig = trial
+        a = 1.0 / scale
+        a2 = a * a
+        T = (p.T - t * r.G) * a
+        Z = (p.Z - self.wdtype.type(t) * r.D) * self.wdtype.type(a)
+        TC = (p.TC - t * r.GC) * a
+        if scale != 1.0:
+            col_gram = [Gm * a2 for Gm in col_gram]
+            col_eig = [(lam * a2, V) for lam, V in col_eig]
+            row_S = row_S * a2
+            row_eig = (row_eig[0] * a2, row_eig[1])
+            f = f * a
+        return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, f)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public objective helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_objective_inputs(T, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    T = np.asarray(T, dtype=np.float64)
+    d = X.shape[1]
+    if T.shape != (d, d):
+        raise ValueError(f"T must have shape ({d}, {d}) to match X with {d} features, got {T.shape}")
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have one label per row of X, shape ({X.shape[0]},), got {y.shape}")
+    _, codes = np.unique(y, return_inverse=True)
+    return T, X, codes.astype(np.intp)
+
+
+def _svd_objective(T: np.ndarray, X: np.ndarray, codes: np.ndarray, rtol: float, grad: bool):
+    """Straightforward reference: one thin SVD per class and one for the whole set."""
+    d = X.shape[1]
+    f = 0.0
+    G = np.zeros((d, d)) if grad else None
+    blocks = [(1.0, X[codes == c]) for c in np.unique(codes)] + [(-1.0, X)]
+    for sign, Xb in blocks:
+        M = T @ Xb.T
+        U, s, Vt = np.linalg.svd(M, full_matrices=False)
+        keep = s > rtol * s.max() if s.size and s.max() > 0 else np.zeros(s.shape, bool)
+        f += sign * float(s[keep].sum())
+        if grad:
+            G += sign * (U[:, keep] @ Vt[keep]) @ Xb
+    return f, G
+
+
+def lowrank_objective(T: np.ndarray, X: np.ndarray, y: np.ndarray, *, method: str = "gram") -> float:
+    """The low-rank objective ``f(T) = sum_c ||T Y_c||_* - ||T Y||_*`` (paper eq. 2).
+
+    Parameters
+    ----------
+    T : ndarray of shape (d, d)
+        The transform; features are mapped as ``X @ T.T``.
+    X : ndarray of shape (n_samples, d)
+        Feature vectors as rows (``Y = X.T``).
+    y : ndarray of shape (n_samples,)
+        Class (person) labels.
+    method : {"gram", "svd"}
+        ``"gram"``: small Gram eigen-decompositions (what :class:`LowRankTransform` uses);
+        ``"svd"``: one thin SVD per class, the straightforward reference.
+
+    Returns
+    -------
+    float
+    """
+    return lowrank_subgradient(T, X, y, method=method, _grad=False)[0]
+
+
+def lowrank_subgradient(
+    T: np.ndarray, X: np.ndarray, y: np.ndarray, *, method: str = "gram", _grad: bool = True
+) -> tuple[float, np.ndarray | None]:
+    """``f(T)`` and a subgradient ``sum_c U_c V_c^T Y_c^T - U V^T Y^T`` (paper Sec. 4.1).
+
+    Parameters are those of :func:`lowrank_objective`.
+
+    Returns
+    -------
+    f : float
+    G : ndarray of shape (d, d)
+        Equal to the gradient where ``f`` is differentiable (every block of full rank, or of
+        a rank that does not change near ``T``).
+    """
+    T, X, codes = _check_objective_inputs(T, X, y)
+    if method == "svd":
+        return _svd_objective(T, X, codes, _RTOL["float64"], _grad)
+    if method != "gram":
+        raise ValueError(f"method must be 'gram' or 'svd', got {method!r}")
+    prob = _Problem(X, codes, "float64")
+    p = prob.point(T)
+    return p.f, (prob.gradient(p) if _grad else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation criterion for early stopping
+# --------------------------------------------------------------------------------------------------
+
+
+def retrieval_scores(
+    probes: np.ndarray, probe_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+    *, exclude_self: bool = False,
+) -> tuple[float, float]:
+    """Rank-1 accuracy and mean cosine margin of probes against a gallery.
+
+    Parameters
+    ----------
+    probes, gallery : ndarray of shape (n_probes, d), (n_gallery, d)
+    probe_labels, gallery_labels : ndarray
+    exclude_self : bool
+        Leave-one-out: probes *are* the gallery, and each probe's own row is skipped.
+
+    Returns
+    -------
+    rank1 : float
+        Fraction of probes whose most cosine-similar gallery vector has the same label.
+    margin : float
+        Mean over probes of (best same-label cosine - best other-label cosine); a smooth
+        tie-breaker for ``rank1``.
+
+    Probes whose label has no gallery vector (other than themselves) are not counted.
+    """
+    def _unit(A: np.ndarray) -> np.ndarray:
+        nrm = np.linalg.norm(A, axis=1, keepdims=True)
+        return A / np.where(nrm > 0, nrm, 1.0)
+
+    S = _unit(np.asarray(probes, dtype=np.float64)) @ _unit(np.asarray(gallery, dtype=np.float64)).T
+    probe_labels, gallery_labels = np.asarray(probe_labels), np.asarray(gallery_labels)
+    same = probe_labels[:, None] == gallery_labels[None, :]
+    other = ~same
+    if exclude_self:
+        if S.shape[0] != S.shape[1]:
+            raise ValueError(f"exclude_self needs the probes to be the gallery, got shapes {S.shape}")
+        np.fill_diagonal(same, False)
+        np.fill_diagonal(other, False)
+    valid = same.any(axis=1) & other.any(axis=1)
+    if not valid.any():
+        return float("nan"), float("nan")
+    S, same, other = S[valid], same[valid], other[valid]
+    best_same = np.where(same, S, -np.inf).max(axis=1)
+    best_other = np.where(other, S, -np.inf).max(axis=1)
+    rank1 = float(np.mean(best_same > best_other))
+    return rank1, float(np.mean(best_same - best_other))
+
+
+# --------------------------------------------------------------------------------------------------
+# The minimiser
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    T: np.ndarray
+    history: list[float]
+    n_iter: int
+    best_iteration: int
+    stop_reason: str
+    val_rank1: list[float] = field(default_factory=list)
+    val_margin: list[float] = field(default_factory=list)
+
+
+def _spectral_norm(A: np.ndarray) -> float:
+    d = A.shape[0]
+    top = scipy.linalg.eigvalsh(A.T @ A, subset_by_index=[d - 1, d - 1])
+    return float(math.sqrt(max(top[0], 0.0)))
+
+
+def _minimize(
+    prob: _Problem,
+    T0: np.ndarray,
+    *,
+    step: str,
+    step_size: float,
+    max_iter: int,
+    tol: float,
+    normalize: bool,
+    validate: Callable[[np.ndarray], tuple[float, float]] | None,
+    n_iter_no_change: int,
+) -> _Result:
+    T0 = np.array(T0, dtype=np.float64)
+    if normalize:
+        T0 /= _spectral_norm(T0)
+    p = prob.point(T0)
+    history = [p.f]
+    eta = float(step_size)
+    best_f, best_T, best_it = p.f, p.T.copy(), 0
+    res = _Result(T=p.T, history=history, n_iter=0, best_iteration=0, stop_reason="max_iter")
+    if validate is not None:
+        r1, mg = validate(p.T)
+        res.val_rank1.append(r1)
+        res.val_margin.append(mg)
+        best_val, best_val_T, best_val_it, since = (r1, mg), p.T.copy(), 0, 0
+    accepted = 0
+    for it in range(1, max_iter + 1):
+        res.n_iter = it
+        G = prob.gradient(p)
+        gnorm = float(np.linalg.norm(G))
+        if not np.isfinite(gnorm):
+            raise FloatingPointError(f"LowRankTransform: non-finite subgradient at iteration {it}")
+        if gnorm == 0.0:
+            res.stop_reason = "zero_gradient"
+            break
+        r = prob.direction(p, G)
+        tnorm = float(np.linalg.norm(p.T))
+        f_old = p.f
+        if step == "backtracking":
+            new = None
+            while eta >= _MIN_ETA:
+                t = eta * tnorm / gnorm
+                trial = prob.trial(p, r, t)
+                if normalize:
+                    Tn = p.T - t * G
+                    scale = _spectral_norm(Tn)
+                    dist2 = float(np.linalg.norm(Tn / scale - p.T) ** 2)
+                else:
+                    scale, dist2 = 1.0, (t * gnorm) ** 2
+                f_new = trial[0] / scale
+                if f_new <= f_old - _ARMIJO_C * dist2 / t and np.isfinite(f_new):
+                    new = prob.accept(p, r, t, trial, scale)
+                    break
+                eta *= _SHRINK
+            if new is None:
+                res.stop_reason = "line_search"
+                break
+            eta = min(eta * _GROW, _MAX_ETA)
+        else:  # diminishing
+            t = (step_size / math.sqrt(it)) * tnorm / gnorm
+            trial = prob.trial(p, r, t)
+            scale = _spectral_norm(p.T - t * G) if normalize else 1.0
+            new = prob.accept(p, r, t, trial, scale)
+        p = new
+        accepted += 1
+        history.append(p.f)
+        logger.debug("low-rank iteration %d: f = %.6g (step %.3g)", it, p.f, eta)
+        if p.f < best_f:
+            best_f, best_T, best_it = p.f, p.T.copy(), it
+        if accepted % _REFRESH_EVERY == 0:
+            p = prob.point(p.T)  # drop accumulated rounding of Z = X T^T
+        if validate is not None:
+            r1, mg = validate(p.T)
+            res.val_rank1.append(r1)
+            res.val_margin.append(mg)
+            if (r1, mg) > best_val:
+                best_val, best_val_T, best_val_it, since = (r1, mg), p.T.copy(), it, 0
+            else:
+                since += 1
+                if since >= n_iter_no_change:
+                    res.stop_reason = "early_stopping"
+                    break
+        if step == "backtracking" and f_old - p.f <= tol * abs(f_old):
+            res.stop_reason = "tol"
+            break
+    if validate is not None:
+        res.T, res.best_iteration = best_val_T, best_val_it
+    elif step == "diminishing":
+        res.T, res.best_iteration = best_T, best_it
+    else:
+        res.T, res.best_iteration = p.T, len(history) - 1
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# The estimator
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_modality(modality, n: int) -> np.ndarray:
+    """``True`` for NIR, ``False`` for VIS, from strings 'nir'/'vis' or 1/0 (or bools)."""
+    m = np.asarray(modality)
+    if m.shape != (n,):
+        raise ValueError(f"modality must have one entry per row of X, shape ({n},), got {m.shape}")
+    if m.dtype.kind in "USO":
+        low = np.char.lower(m.astype(str))
+        bad = sorted(set(low[(low != "nir") & (low != "vis")].tolist()))
+        if bad:
+            raise ValueError(f"modality entries must be 'nir' or 'vis' (or 1 / 0), got {bad[:5]}")
+        return low == "nir"
+    if m.dtype.kind in "biuf":
+        bad = sorted(set(m[(m != 0) & (m != 1)].tolist()))
+        if bad:
+            raise ValueError(f"modality entries must be 1 (NIR) or 0 (VIS) (or 'nir' / 'vis'), got {bad[:5]}")
+        return m.astype(bool)
+    raise ValueError(f"modality must hold 'nir'/'vis' strings or 1/0, got dtype {m.dtype}")
+
+
+class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
+    """Low-rank embedding: PCA, then the learned transform ``T`` of paper Sec. 4, merged in one map.
+
+    ``fit(X, y)`` reduces ``X`` by PCA to ``n_components`` dimensions and learns ``T`` minimising
+    ``sum_c ||T Y_c||_* - ||T Y||_*`` from ``T = I`` (see the module docstring for the maths, the
+    cost of one iteration and the step rules). ``transform(X)`` returns ``(X - mean_) @ components_.T``
+    with ``components_ = T @ pca_components_``; match the output with the cosine similarity.
+
+    Parameters
+    ----------
+    n_components : int or None, default=1024
+        PCA dimension ``d`` (the paper uses 1024), capped at ``min(n_samples, n_features)``;
+        ``None`` means the cap.
+    step : {"backtracking", "diminishing"}, default="backtracking"
+        Step rule. ``"backtracking"``: Armijo backtracking on ``f`` (every accepted step decreases
+        ``f``). ``"diminishing"``: step length ``step_size * ||T||_F / sqrt(k)``, best iterate kept.
+    step_size : float, default=0.1
+        First relative step ``||T+ - T||_F / ||T||_F``, in ``(0, 1]``.
+    max_iter : int, default=100
+        Maximum number of iterations.
+    tol : float, default=1e-5
+        Backtracking stops when an accepted step decreases ``f`` by less than ``tol * f``.
+    normalize : bool, default=False
+        Keep ``||T||_2 = 1`` (Qiu & Sapiro) by dividing each iterate by its spectral norm. The paper
+        drops this constraint.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the people (all their vectors) and return the ``T`` with
+        the best held-out rank-1 (ties broken by the cosine margin), evaluated after every
+        iteration; stop after ``n_iter_no_change`` iterations without improvement. ``T`` and the
+        PCA are then learned on the other people only. With ``modality`` given to :meth:`fit`,
+        the criterion is NIR -> VIS identification among the held-out people (NIR probes, their
+        VIS vectors as the gallery); without it, leave-one-out identification among all held-out
+        vectors.
+    validation_fraction : float, default=0.2
+        Share of the people held out when ``early_stopping`` (at least 2 people).
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in iterations.
+    dtype : {"float64", "float32"}, default="float64"
+        Precision of the two large ``(n x d) @ (d x d)`` products of an iteration. Grams,
+        eigen-decompositions and ``T`` stay in float64.
+    random_state : int, RandomState or None, default=None
+        Seeds the choice of held-out people (the descent itself is deterministic).
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components_, n_features_in_)
+        Merged map ``T @ pca_components_``.
+    mean_ : ndarray of shape (n_features_in_,)
+        Mean of the training vectors, subtracted before the map.
+    pca_components_ : ndarray of shape (n_components_, n_features_in_)
+    transform_matrix_ : ndarray of shape (n_components_, n_components_)
+        The learned ``T`` (in the PCA space).
+    n_components_ : int
+    objective_history_ : ndarray of shape (n_accepted + 1,)
+        ``f`` at ``T = I`` and after every accepted step (training people only).
+    best_iteration_ : int
+        Index in ``objective_history_`` of the returned ``T``.
+    n_iter_ : int
+        Iterations run (a last one whose line search found no decrease included).
+    stop_reason_ : str
+        ``"tol"``, ``"line_search"``, ``"max_iter"``, ``"early_stopping"`` or ``"zero_gradient"``.
+    validation_scores_ : ndarray or None
+        Held-out rank-1 at every entry of ``objective_history_`` (``None`` without early stopping).
+    validation_margins_ : ndarray or None
+        Held-out mean cosine margin, likewise.
+    n_features_in_ : int
+
+    References
+    ----------
+    Lezama, Qiu & Sapiro, "Not afraid of the dark: NIR-VIS face recognition via cross-spectral
+    hallucination and low-rank embedding", CVPR 2017, Sec. 4. Qiu & Sapiro, "Learning
+    transformations for clustering and classification", JMLR 16 (2015).
+    """
+
+    def __init__(
+        self,
+        n_components: int | None = 1024,
+        *,
+        step: str = "backtracking",
+        step_size: float = 0.1,
+        max_iter: int = 100,
+        tol: float = 1e-5,
+        normalize: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.2,
+        n_iter_no_change: int = 10,
+        dtype: str = "float64",
+        random_state=None,
+    ) -> None:
+        self.n_components = n_components
+        self.step = step
+        self.step_size = step_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.normalize = normalize
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        name = type(self).__name__
+
+        def bad(param: str, expected: str) -> ValueError:
+            return ValueError(f"{name}: {param} must be {expected}, got {getattr(self, param)!r}")
+
+        if self.step not in ("backtracking", "diminishing"):
+            raise bad("step", "'backtracking' or 'diminishing'")
+        if isinstance(self.step_size, bool) or not isinstance(self.step_size, Real) or not 0 < self.step_size <= 1:
+            raise bad("step_size", "a float in (0, 1]")
+        for param in ("max_iter", "n_iter_no_change"):
+            v = getattr(self, param)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise bad(param, "an int >= 1")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not self.tol >= 0:
+            raise bad("tol", "a float >= 0")
+        for param in ("normalize", "early_stopping"):
+            if not isinstance(getattr(self, param), (bool, np.bool_)):
+                raise bad(param, "True or False")
+        vf = self.validation_fraction
+        if isinstance(vf, bool) or not isinstance(vf, Real) or not 0 < vf < 1:
+            raise bad("validation_fraction", "a float in (0, 1)")
+        if self.dtype not in _RTOL:
+            raise bad("dtype", "'float64' or 'float32'")
+
+    def fit(self, X, y, modality=None) -> LowRankTransform:
+        """Learn the PCA and ``T`` from labelled vectors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature vectors, one per row (NIR and VIS alike).
+        y : array-like of shape (n_samples,)
+            Person labels; a person's NIR and VIS vectors share one label.
+        modality : array-like of shape (n_samples,), optional
+            ``'nir'`` / ``'vis'`` (or 1 / 0) per row. Used only by the early-stopping criterion
+            (NIR -> VIS rank-1 among held-out people); the objective itself uses ``y`` alone.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, classes, codes = validate_X_y(self, X, y)
+        n, n_features = X.shape
+        is_nir = _check_modality(modality, n) if modality is not None else None
+
+        validate = None
+        train = np.ones(n, dtype=bool)
+        if self.early_stopping:
+            train = self._split_people(codes, classes.size)
+        Xtr, ctr = X[train], np.unique(codes[train], return_inverse=True)[1]
+        k = resolve_n_components(type(self).__name__, self.n_components, Xtr.shape[0], n_features)
+        mean, P = fit_pca(Xtr, k)
+        Ytr = (Xtr - mean) @ P.T
+
+        if self.early_stopping:
+            validate = self._make_validator((X[~train] - mean) @ P.T, codes[~train],
+                                            None if is_nir is None else is_nir[~train])
+
+        prob = _Problem(Ytr, ctr.astype(np.intp), self.dtype)
+        res = _minimize(
+            prob, np.eye(k), step=self.step, step_size=float(self.step_size), max_iter=int(self.max_iter),
+            tol=float(self.tol), normalize=bool(self.normalize), validate=validate,
+            n_iter_no_change=int(self.n_iter_no_change),
+        )
+        if res.stop_reason == "max_iter" and self.step == "backtracking":
+            warnings.warn(
+                f"LowRankTransform: max_iter={self.max_iter} reached before the relative decrease of f "
+                f"fell below tol={self.tol}", ConvergenceWarning, stacklevel=2,
+            )
+        logger.info("low-rank transform: f %.6g -> %.6g in %d iterations (%s)",
+                    res.history[0], res.history[res.best_iteration] if res.best_iteration < len(res.history)
+                    else res.history[-1], res.n_iter, res.stop_reason)
+
+        self.mean_ = mean
+        self.pca_components_ = P
+        self.transform_matrix_ = res.T
+        self.components_ = res.T @ P
+        self.n_components_ = k
+        self.n_features_in_ = n_features
+        self.objective_history_ = np.asarray(res.history, dtype=np.float64)
+        self.best_iteration_ = int(res.best_iteration)
+        self.n_iter_ = int(res.n_iter)
+        self.stop_reason_ = res.stop_reason
+        self.validation_scores_ = np.asarray(res.val_rank1) if validate is not None else None
+        self.validation_margins_ = np.asarray(res.val_margin) if validate is not None else None
+        return self
+
+    def _split_people(self, codes: np.ndarray, n_classes: int) -> np.ndarray:
+        """Rows of the people kept for learning (the others are held out for validation)."""
+        n_val = int(math.ceil(self.validation_fraction * n_classes))
+        if n_val < 2 or n_classes - n_val < 2:
+            raise ValueError(
+                f"LowRankTransform: early_stopping with validation_fraction={self.validation_fraction} "
+                f"holds out {n_val} of {n_classes} people; it needs at least 2 held out and 2 left to learn from"
+            )
+        rng = check_random_state(self.random_state)
+        held = rng.permutation(n_classes)[:n_val]
+        return ~np.isin(codes, held)
+
+    @staticmethod
+    def _make_validator(Yv: np.ndarray, cv: np.ndarray, is_nir: np.ndarray | None):
+        if is_nir is None:
+            probe_rows = gallery_rows = np.ones(cv.shape[0], dtype=bool)
+            exclude_self = True
+        else:
+            probe_rows, gallery_rows, exclude_self = is_nir, ~is_nir, False
+        Yp, cp, Yg, cg = Yv[probe_rows], cv[probe_rows], Yv[gallery_rows], cv[gallery_rows]
+        r1, _ = retrieval_scores(Yp, cp, Yg, cg, exclude_self=exclude_self)
+        if not np.isfinite(r1):
+            what = ("a NIR vector of a person who also has a VIS vector" if is_nir is not None
+                    else "two vectors of one person")
+            raise ValueError(
+                f"LowRankTransform: early stopping needs held-out people with {what}, and at least 2 "
+                "held-out people; none qualify (give more vectors per person or a larger validation_fraction)"
+            )
+
+        def validate(T: np.ndarray) -> tuple[float, float]:
+            return retrieval_scores(Yp @ T.T, cp, Yg @ T.T, cg, exclude_self=exclude_self)
+
+        return validate
+
+    def _more_tags(self) -> dict:
+        return {"requires_y": True, "preserves_dtype": [np.float64, np.float32]}

@@ -1,0 +1,66 @@
+"""On-disk cache of alignments and features, keyed by image content, aligner and embedder settings.
+
+Entries are small ``.npz`` files (no pickle) written atomically, one per key, so concurrent workers and
+crashes never corrupt it. Location: ``$NIRVIS_CACHE``, else ``~/.cache/nirvis``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nirvis._io import atomic_save_npz
+
+__all__ = ["FeatureCache", "default_cache_dir", "file_digest"]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("NIRVIS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nirvis"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Key-value store of small array records.
+
+    Parameters
+    ----------
+    root
+        Cache folder (created on first write).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    @staticmethod
+    def key(*parts: str) -> str:
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def _path(self, namespace: str, key: str) -> Path:
+        return self.root / namespace / key[:2] / f"{key}.npz"
+
+    def get(self, namespace: str, key: str) -> dict[str, np.ndarray] | None:
+        """The record stored under ``key``, or ``None``. A corrupt entry is deleted and reported missing."""
+        p = self._path(namespace, key)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):
+            p.unlink(missing_ok=True)
+            return None
+
+    def put(self, namespace: str, key: str, **arrays: np.ndarray) -> None:
+        atomic_save_npz(self._path(namespace, key), **arrays)

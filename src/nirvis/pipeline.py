@@ -1,0 +1,197 @@
+"""The one pipeline object: image -> align -> embed, used by the CLI, the service and the experiments."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nirvis.datasets.base import Sample
+from nirvis.errors import NirvisError
+from nirvis.faces.align import AlignConfig, FaceAligner
+from nirvis.faces.types import Face
+from nirvis.features.base import Embedder, get_embedder
+from nirvis.features.cache import FeatureCache, file_digest
+
+__all__ = ["Recognizer", "FeatureSet", "Failure"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One sample that produced no features, and why."""
+
+    capture_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class FeatureSet:
+    """Features of a list of samples.
+
+    Attributes
+    ----------
+    samples
+        The samples, in the order of the rows.
+    features
+        ``(n, d)`` float32; rows of failed samples are NaN.
+    ok
+        ``(n,)`` bool, False where alignment or reading failed.
+    methods
+        Detector step that found each face (``""`` for failures).
+    failures
+        One :class:`Failure` per failed sample: counted in every result, never dropped silently.
+    """
+
+    samples: list[Sample]
+    features: np.ndarray
+    ok: np.ndarray
+    methods: list[str]
+    failures: list[Failure] = field(default_factory=list)
+
+    def index(self) -> dict[str, int]:
+        return {s.capture_id: i for i, s in enumerate(self.samples)}
+
+    def take(self, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+        """Features and ok-mask of ``samples`` (which must be in this set)."""
+        idx = self.index()
+        rows = [idx[s.capture_id] for s in samples]
+        return self.features[rows], self.ok[rows]
+
+
+class Recognizer:
+    """Align and embed faces with a frozen VIS network; the object every command uses.
+
+    Parameters
+    ----------
+    embedder
+        An :class:`~nirvis.features.base.Embedder` or a registered name (default ``"dlib"``).
+    align
+        Alignment settings.
+    cache
+        Feature cache, or ``None`` for no caching.
+
+    Examples
+    --------
+    >>> from nirvis.pipeline import Recognizer                      # doctest: +SKIP
+    >>> rec = Recognizer()                                          # doctest: +SKIP
+    >>> vec = rec.embed_file("probe.png")                           # doctest: +SKIP
+    """
+
+    def __init__(self, embedder: Embedder | str = "dlib", align: AlignConfig | None = None,
+                 cache: FeatureCache | None = None) -> None:
+        self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
+        self.aligner = FaceAligner(align)
+        self.cache = cache
+
+    # -- single images -------------------------------------------------------------------------
+    def align(self, image: np.ndarray, source: str | None = None) -> Face:
+        return self.aligner.align(image, source=source)
+
+    def embed_faces(self, faces: Sequence[Face]) -> np.ndarray:
+        return self.embedder.embed(faces)
+
+    def embed_image(self, image: np.ndarray, source: str | None = None) -> np.ndarray:
+        """Feature vector ``(d,)`` of the best face in ``image``; raises NoFaceError if there is none."""
+        return self.embedder.embed([self.align(image, source)])[0]
+
+    def embed_file(self, path: str | os.PathLike, channel: str | None = None) -> np.ndarray:
+        from nirvis._io import read_image
+
+        return self.embed_image(read_image(path, channel=channel), source=str(path))
+
+    # -- batches -----------------------------------------------------------------------------------
+    def _keys(self, sample: Sample) -> tuple[str, str]:
+        digest = file_digest(sample.path)
+        akey = FeatureCache.key("align", self.aligner.fingerprint, digest, str(sample.channel), sample.modality)
+        return akey, FeatureCache.key("feat", akey, self.embedder.fingerprint)
+
+    def _featurize_chunk(self, samples: Sequence[Sample]) -> list[tuple[np.ndarray | None, str, str]]:
+        """(feature or None, method, failure reason) for each sample."""
+        results: list[tuple[np.ndarray | None, str, str] | None] = [None] * len(samples)
+        todo: list[tuple[int, Face, str | None]] = []
+        for i, s in enumerate(samples):
+            fkey = None
+            try:
+                if self.cache is not None:
+                    akey, fkey = self._keys(s)
+                    hit = self.cache.get("feat", fkey)
+                    if hit is not None:
+                        reason = str(hit["reason"])
+                        results[i] = (None if reason else hit["feature"], str(hit["method"]), reason)
+                        continue
+                face = self.aligner.align(s.read(), source=str(s.path))
+                todo.append((i, face, fkey))
+            except (NirvisError, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+                results[i] = (None, "", reason)
+                if fkey is not None and not isinstance(exc, OSError):
+                    self.cache.put("feat", fkey, feature=np.zeros(0, np.float32), method=np.array(""),
+                                   reason=np.array(reason))
+        if todo:
+            feats = self.embedder.embed([f for _, f, _ in todo])
+            for (i, face, fkey), vec in zip(todo, feats):
+                results[i] = (vec, face.method, "")
+                if fkey is not None:
+                    self.cache.put("feat", fkey, feature=vec, method=np.array(face.method), reason=np.array(""))
+        return results  # type: ignore[return-value]
+
+    def featurize(self, samples: Sequence[Sample], *, workers: int = 1, chunk_size: int = 16,
+                  progress: Callable[[int], None] | None = None) -> FeatureSet:
+        """Align and embed every sample; failures are recorded and the run goes on.
+
+        Parameters
+        ----------
+        samples
+            Samples to process (duplicates by ``capture_id`` are processed once).
+        workers
+            Worker processes (1 = in this process).
+        chunk_size
+            Samples per task (faces are embedded in batches of this size).
+        progress
+            Called with the number of samples finished after each chunk (e.g. a progress bar's update).
+        """
+        uniq = list({s.capture_id: s for s in samples}.values())
+        chunks = [uniq[i : i + chunk_size] for i in range(0, len(uniq), chunk_size)]
+        out: list[tuple[np.ndarray | None, str, str]] = []
+        if workers <= 1 or len(chunks) <= 1:
+            for c in chunks:
+                out.extend(self._featurize_chunk(c))
+                if progress:
+                    progress(len(c))
+        else:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+                for c, res in zip(chunks, pool.map(self._featurize_chunk, chunks)):
+                    out.extend(res)
+                    if progress:
+                        progress(len(c))
+        d = self.embedder.dim
+        feats = np.full((len(uniq), d), np.nan, dtype=np.float32)
+        ok = np.zeros(len(uniq), dtype=bool)
+        methods, failures = [], []
+        for i, (s, (vec, method, reason)) in enumerate(zip(uniq, out)):
+            if vec is not None:
+                feats[i], ok[i] = vec, True
+            else:
+                failures.append(Failure(s.capture_id, str(s.path), reason))
+            methods.append(method)
+        if failures:
+            log.info("%d of %d samples produced no features", len(failures), len(uniq))
+        return FeatureSet(uniq, feats, ok, methods, failures)
+
+
+def _worker_init() -> None:
+    # One BLAS / OpenMP thread per worker process: the workers are the parallelism.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
