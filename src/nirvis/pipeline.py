@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -166,7 +167,9 @@ class Recognizer:
                 if progress:
                     progress(len(c))
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+            # "spawn": forking a process whose dlib / OpenMP threads are running can deadlock.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=ctx) as pool:
                 for c, res in zip(chunks, pool.map(self._featurize_chunk, chunks)):
                     out.extend(res)
                     if progress:

@@ -13,12 +13,12 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from nirvis.faces.types import Face  # noqa: E402
+from nirvis.faces.align import similarity_transform
 from nirvis.features.onnx import (  # noqa: E402
     ARCFACE_DLIB5_TEMPLATE,
     OnnxEmbedder,
     OnnxPreprocess,
     dlib5_keypoints,
-    similarity_transform,
 )
 
 POOL = 16  # the test model averages 16x16 blocks, so it sees where things are, not only their mean
@@ -287,3 +287,11 @@ def test_bad_batch_size_and_degenerate_landmarks(model):
                 matrix=face.matrix, method="x", score=0.0, source="bad.png")
     with pytest.raises(ValueError, match=r"face 0 \(source 'bad.png'\).*coincide"):
         OnnxEmbedder(model[0]).embed([flat])
+
+
+def test_registered_as_onnx(model):
+    from nirvis.features.base import available_embedders, get_embedder
+
+    assert "onnx" in available_embedders()
+    emb = get_embedder("onnx", model_path=model[0], batch_size=4)
+    assert isinstance(emb, OnnxEmbedder) and emb.dim == DIM

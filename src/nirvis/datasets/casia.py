@@ -266,8 +266,12 @@ def _index(samples: Iterable[Sample]) -> dict[tuple[str, str, str, str], dict[st
 
 
 def _resolve(entries: Sequence[str], index: dict[tuple[str, str, str, str], dict[str, Sample]],
-             list_name: str, modality: str) -> tuple[list[Sample], list[str]]:
-    """Samples of the listed entries found on disk, and the entries that are not."""
+             list_name: str, modality: str, image_root: Path) -> tuple[list[Sample], list[str]]:
+    """Samples of every listed entry, and the entries whose file is not on disk.
+
+    A missing entry is still returned as a sample at its listed path, so that the evaluation records it as a
+    failure and counts it (a missing probe is a miss) instead of dropping it.
+    """
     found: list[Sample] = []
     missing: list[str] = []
     for entry in entries:
@@ -281,8 +285,10 @@ def _resolve(entries: Sequence[str], index: dict[tuple[str, str, str, str], dict
         sample = by_ext.get(ext) or next((by_ext[e] for e in IMAGE_EXTENSIONS if e in by_ext), None)
         if sample is None:
             missing.append(entry)
-        else:
-            found.append(sample)
+            sample = Sample(person=entry.split("/")[-2], modality=modality, path=image_root / entry,
+                            capture_id=entry, channel="gray" if modality == "nir" else None,
+                            meta={"session": entry.split("/")[-4], "missing": True})
+        found.append(sample)
     return found, missing
 
 
@@ -290,24 +296,21 @@ def _listed_people(entries: Iterable[str]) -> set[str]:
     return {e.split("/")[-2] for e in entries}
 
 
-def _warn_missing(name: str, image_root: Path, what: str, missing: Sequence[str], total: int) -> None:
+def _warn_missing(name: str, image_root: Path, what: str, missing: Sequence[str], total: int, consequence: str) -> None:
     if missing:
-        logger.warning("%s: %d of %d listed %s files are missing under %s (first: %s)",
-                       name, len(missing), total, what, image_root, missing[0])
+        logger.warning("%s: %d of %d listed %s files are missing under %s (first: %s); %s",
+                       name, len(missing), total, what, image_root, missing[0], consequence)
 
 
-def _test_split(name: str, image_root: Path, samples: list[Sample], pdir: Path, gallery_list: str,
-                probe_list: str) -> tuple[list[Sample], list[Sample], list[str], set[str]]:
-    index = _index(samples)
+def _test_split(name: str, image_root: Path, index: dict[tuple[str, str, str, str], dict[str, Sample]], pdir: Path,
+                gallery_list: str, probe_list: str) -> tuple[list[Sample], list[Sample], list[str], set[str]]:
     gallery_entries = read_list(pdir / gallery_list)
     probe_entries = read_list(pdir / probe_list)
-    gallery, missing_g = _resolve(gallery_entries, index, gallery_list, "vis")
-    probes, missing_p = _resolve(probe_entries, index, probe_list, "nir")
+    gallery, missing_g = _resolve(gallery_entries, index, gallery_list, "vis", image_root)
+    probes, missing_p = _resolve(probe_entries, index, probe_list, "nir", image_root)
     missing = missing_g + missing_p
-    _warn_missing(name, image_root, "gallery/probe", missing, len(gallery_entries) + len(probe_entries))
-    if missing:
-        logger.warning("%s: the %d missing entries are left out and recorded in Split.missing; "
-                       "missing probes count as misses", name, len(missing))
+    _warn_missing(name, image_root, "gallery/probe", missing, len(gallery_entries) + len(probe_entries),
+                  "they are recorded in Split.missing and count as failures (a missing probe is a miss)")
     test_people = _listed_people(gallery_entries) | _listed_people(probe_entries)
     return gallery, probes, missing, test_people
 
@@ -340,8 +343,9 @@ def view2_split(root: PathLike, fold: int, protocols_dir: PathLike | None = None
         person); ``probes``: the NIR images of ``nir_probe_<k>.txt``. ``train``: every image of the
         tree whose person is in neither list. The per-fold training lists are not public, so training
         on everyone outside the fold's test people is the common practice; View 1's training list is
-        never used here (it shares people with the View 2 galleries). Listed files absent from disk are
-        left out and recorded in ``missing``, with a logged warning.
+        never used here (it shares people with the View 2 galleries). Listed files absent from disk stay
+        in the split at their listed path (the evaluation records them as failures: a missing probe is
+        a miss) and are also listed in ``missing``, with a logged warning.
 
     Raises
     ------
@@ -356,7 +360,8 @@ def view2_split(root: PathLike, fold: int, protocols_dir: PathLike | None = None
     image_root = _image_root(root)
     pdir = find_protocols_dir(root, protocols_dir, required=(gallery_list, probe_list))
     samples = scan_tree(image_root)
-    gallery, probes, missing, test_people = _test_split(name, image_root, samples, pdir, gallery_list, probe_list)
+    gallery, probes, missing, test_people = _test_split(name, image_root, _index(samples), pdir,
+                                                        gallery_list, probe_list)
     train = tuple(s for s in samples if s.person not in test_people)
     return Split(name=name, train=train, gallery=tuple(gallery), probes=tuple(probes), missing=tuple(missing))
 
@@ -375,8 +380,8 @@ def view1_split(root: PathLike, protocols_dir: PathLike | None = None) -> Split:
     -------
     Split
         ``name="view1"``. ``gallery``/``probes``: ``vis_gallery_dev.txt``/``nir_probe_dev.txt``;
-        ``train``: ``vis_train_dev.txt`` then ``nir_train_dev.txt``. Missing gallery/probe files are
-        recorded in ``missing``; missing training files are only left out and logged (they are not
+        ``train``: ``vis_train_dev.txt`` then ``nir_train_dev.txt``. Missing gallery/probe files stay
+        in the split (they count as failures) and are recorded in ``missing``; missing training files are only left out and logged (they are not
         test entries, so they must not count as misses).
 
     Raises
@@ -388,14 +393,14 @@ def view1_split(root: PathLike, protocols_dir: PathLike | None = None) -> Split:
     lists = ("vis_gallery_dev.txt", "nir_probe_dev.txt", "vis_train_dev.txt", "nir_train_dev.txt")
     image_root = _image_root(root)
     pdir = find_protocols_dir(root, protocols_dir, required=lists)
-    samples = scan_tree(image_root)
-    gallery, probes, missing, _ = _test_split(name, image_root, samples, pdir, lists[0], lists[1])
-    index = _index(samples)
+    index = _index(scan_tree(image_root))
+    gallery, probes, missing, _ = _test_split(name, image_root, index, pdir, lists[0], lists[1])
     train: list[Sample] = []
     for list_name, modality in ((lists[2], "vis"), (lists[3], "nir")):
         entries = read_list(pdir / list_name)
-        found, lost = _resolve(entries, index, list_name, modality)
-        _warn_missing(name, image_root, f"training ({list_name})", lost, len(entries))
+        found, lost = _resolve(entries, index, list_name, modality, image_root)
+        found = [s for s in found if not s.meta.get("missing")]
+        _warn_missing(name, image_root, f"training ({list_name})", lost, len(entries), "they are left out")
         train.extend(found)
     return Split(name=name, train=tuple(train), gallery=tuple(gallery), probes=tuple(probes), missing=tuple(missing))
 

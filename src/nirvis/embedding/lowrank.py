@@ -67,7 +67,6 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.linalg
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -84,8 +83,12 @@ _ARMIJO_C = 1e-4  # sufficient-decrease constant of the Armijo test
 _SHRINK = 0.5  # backtracking factor
 _GROW = 2.0  # step growth after an accepted step
 _MAX_ETA = 1.0  # largest relative step ||T+ - T||_F / ||T||_F
-_MIN_ETA = 1e-12  # below this relative step the line search gives up
-_REFRESH_EVERY = 10  # recompute Z = X T^T from T every so many accepted steps (float32 drift)
+_MIN_ETA = 1e-12  # smallest relative step tried
+_MAX_BACKTRACKS = 20  # halvings tried before the search direction is changed
+_EPS_DIR = 1e-3  # singular values below this (relative) are ignored by the search direction
+_MAX_EPS_DIR = 1e-2  # largest such threshold tried when no step decreases f
+_NULL_PROJ = True
+_REFRESH_EVERY = 20  # recompute Z = X T^T from T every so many accepted steps (float32 drift)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,6 +144,18 @@ def _sigma(lam: np.ndarray, rtol: float) -> np.ndarray:
     return np.where(sig > rtol * smax, sig, 0.0)
 
 
+def _eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched ``eigh`` in the precision of ``A``; eigenvalues returned in float64.
+
+    numpy's LAPACK throughout: calling scipy's (a second OpenBLAS with its own threads) in the
+    same loop made the whole iteration slower here, however fast it is alone.
+    """
+    if A.shape[0] == 0:
+        return np.zeros(A.shape[:2]), np.zeros(A.shape, dtype=A.dtype)
+    lam, V = np.linalg.eigh(A)
+    return lam.astype(np.float64), V
+
+
 def _inv(sig: np.ndarray) -> np.ndarray:
     out = np.zeros_like(sig)
     np.divide(1.0, sig, out=out, where=sig > 0)
@@ -157,8 +172,9 @@ class _Problem:
     codes : ndarray of shape (n,)
         Class index of each row, ``0 .. n_classes - 1``.
     dtype : {"float64", "float32"}
-        Precision of the two large ``(n x d) (d x d)`` products; Grams, eigen-decompositions and
-        ``T`` stay in float64.
+        Precision of the ``(n x d) (d x d)`` and ``d x d`` products and of the ``d x d``
+        eigen-decompositions. ``T`` itself, the small class Grams and their eigen-decompositions,
+        and all sums stay in float64.
     """
 
     def __init__(self, X: np.ndarray, codes: np.ndarray, dtype: str = "float64") -> None:
@@ -195,7 +211,7 @@ class _Problem:
             row_C.append(Xs.T @ Xs)
             row_sign.append(-1.0)
         self.groups = groups
-        self.C = np.stack(row_C) if row_C else np.zeros((0, d, d))
+        self.C = (np.stack(row_C) if row_C else np.zeros((0, d, d))).astype(self.wdtype)
         self.row_sign = np.asarray(row_sign, dtype=np.float64)
 
     # ---- pieces ---------------------------------------------------------------------------------
@@ -211,15 +227,9 @@ class _Problem:
             f += float((self.row_sign * _sigma(row_lam, self.rtol).sum(axis=-1)).sum())
         return f
 
-    @staticmethod
-    def _eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if A.shape[0] == 0:
-            return np.zeros(A.shape[:2]), np.zeros(A.shape)
-        return np.linalg.eigh(A)
-
     def _finish(self, T, Z, TC, col_gram, row_S) -> _Point:
-        col_eig = [self._eigh(Gm) for Gm in col_gram]
-        row_eig = self._eigh(row_S)
+        col_eig = [_eigh(Gm) for Gm in col_gram]
+        row_eig = _eigh(row_S.astype(np.float64))
         return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, self._value(col_eig, row_eig[0]))
 
     def point(self, T: np.ndarray) -> _Point:
@@ -230,47 +240,56 @@ class _Problem:
         for g in self.groups:
             Zb = self._blocks(Z, g).astype(np.float64)
             col_gram.append(Zb @ Zb.transpose(0, 2, 1))
-        TC = T @ self.C
-        row_S = TC @ T.T
+        Tw = T.astype(self.wdtype)
+        TC = Tw @ self.C
+        row_S = TC @ Tw.T
         return self._finish(T, Z, TC, col_gram, row_S)
 
-    def gradient(self, p: _Point) -> np.ndarray:
-        """A subgradient of ``f`` at ``p`` (the gradient where ``f`` is differentiable)."""
+    def gradient(self, p: _Point, rtol: float | None = None) -> np.ndarray:
+        """A subgradient of ``f`` at ``p`` (the gradient where ``f`` is differentiable).
+
+        ``rtol`` larger than the problem's treats more small singular values as zero: the
+        subgradient of a nearby point, used to step off a kink (see :func:`_minimize`).
+        """
+        rtol = self.rtol if rtol is None else rtol
         d = self.d
         G = np.zeros((d, d))
         if self.groups:
             W = np.zeros((self.n, d), dtype=self.wdtype)
             for g, (lam, V) in zip(self.groups, p.col_eig):
-                w = g.sign * _inv(_sigma(lam, self.rtol))
+                w = g.sign * _inv(_sigma(lam, rtol))
                 P = (V * w[:, None, :]) @ V.transpose(0, 2, 1)
                 W[g.start : g.stop] += (P.astype(self.wdtype) @ self._blocks(self.X, g)).reshape(-1, d)
             G += (p.Z.T @ W).astype(np.float64)
         if self.C.shape[0]:
             lam, U = p.row_eig
-            w = self.row_sign[:, None] * _inv(_sigma(lam, self.rtol))
-            G += (U @ (w[:, :, None] * (U.transpose(0, 2, 1) @ p.TC))).sum(axis=0)
+            w = (self.row_sign[:, None] * _inv(_sigma(lam, rtol))).astype(self.wdtype)
+            U = U.astype(self.wdtype, copy=False)
+            G += (U @ (w[:, :, None] * (U.transpose(0, 2, 1) @ p.TC))).sum(axis=0, dtype=np.float64)
         return G
 
     def direction(self, p: _Point, G: np.ndarray) -> _Direction:
         """Precompute what makes ``f(T - tG)`` cheap for any ``t``."""
-        D = self.X @ G.T.astype(self.wdtype)
+        Gw = G.astype(self.wdtype)
+        D = self.X @ Gw.T
         G1, G2 = [], []
         for g in self.groups:
-            Zb = self._blocks(p.Z, g).astype(np.float64)
-            Db = self._blocks(D, g).astype(np.float64)
-            G1.append(Zb @ Db.transpose(0, 2, 1))
-            G2.append(Db @ Db.transpose(0, 2, 1))
-        GC = G @ self.C
-        K = p.TC @ G.T
-        H = GC @ G.T
+            # In float32 these two are rounded at ~1e-7 of |Z| |D| t, below the error of Z itself.
+            Zb, Db = self._blocks(p.Z, g), self._blocks(D, g)
+            G1.append((Zb @ Db.transpose(0, 2, 1)).astype(np.float64))
+            G2.append((Db @ Db.transpose(0, 2, 1)).astype(np.float64))
+        GC = Gw @ self.C
+        K = p.TC @ Gw.T
+        H = GC @ Gw.T
         return _Direction(G, D, G1, G2, GC, K, H)
 
     def trial(self, p: _Point, r: _Direction, t: float) -> tuple[float, list, list, np.ndarray, tuple]:
         """``f(T - tG)`` and the Grams / eigen-decompositions there."""
         col_gram = [G0 - t * (G1 + G1.transpose(0, 2, 1)) + (t * t) * G2 for G0, G1, G2 in zip(p.col_gram, r.col_G1, r.col_G2)]
-        row_S = p.row_S - t * (r.K + r.K.transpose(0, 2, 1)) + (t * t) * r.H
-        col_eig = [self._eigh(Gm) for Gm in col_gram]
-        row_eig = self._eigh(row_S)
+        tw = self.wdtype.type(t)
+        row_S = p.row_S - tw * (r.K + r.K.transpose(0, 2, 1)) + (tw * tw) * r.H
+        col_eig = [_eigh(Gm) for Gm in col_gram]
+        row_eig = _eigh(row_S.astype(np.float64))  # numpy's float64 eigh is not slower than float32's
         return self._value(col_eig, row_eig[0]), col_gram, col_eig, row_S, row_eig
 
     def accept(self, p: _Point, r: _Direction, t: float, trial: tuple, scale: float = 1.0) -> _Point:
@@ -278,13 +297,14 @@ class _Problem:
         f, col_gram, col_eig, row_S, row_eig = trial
         a = 1.0 / scale
         a2 = a * a
+        tw, aw = self.wdtype.type(t), self.wdtype.type(a)
         T = (p.T - t * r.G) * a
-        Z = (p.Z - self.wdtype.type(t) * r.D) * self.wdtype.type(a)
-        TC = (p.TC - t * r.GC) * a
+        Z = (p.Z - tw * r.D) * aw
+        TC = (p.TC - tw * r.GC) * aw
         if scale != 1.0:
             col_gram = [Gm * a2 for Gm in col_gram]
             col_eig = [(lam * a2, V) for lam, V in col_eig]
-            row_S = row_S * a2
+            row_S = row_S * (aw * aw)
             row_eig = (row_eig[0] * a2, row_eig[1])
             f = f * a
         return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, f)
@@ -440,9 +460,23 @@ class _Result:
 
 
 def _spectral_norm(A: np.ndarray) -> float:
-    d = A.shape[0]
-    top = scipy.linalg.eigvalsh(A.T @ A, subset_by_index=[d - 1, d - 1])
-    return float(math.sqrt(max(top[0], 0.0)))
+    """``||A||_2``, from the largest eigenvalue of ``A^T A``."""
+    return float(math.sqrt(max(np.linalg.eigvalsh(A.T @ A)[-1], 0.0)))
+
+
+def _project_off_null(G: np.ndarray, T: np.ndarray, eps: float) -> np.ndarray:
+    """``G`` with its action on the near-null space of ``T`` removed.
+
+    Directions ``v`` with ``||T v|| <= eps * ||T||_2`` have been collapsed by ``T``; the step
+    ``-G P`` (``P`` the projector off them) keeps ``T v`` unchanged, so the collapsed directions
+    stay collapsed instead of bouncing across the kink of the nuclear norms at ``T v = 0``.
+    """
+    lam, V = np.linalg.eigh(T.T @ T)
+    sig = np.sqrt(np.clip(lam, 0.0, None))
+    V0 = V[:, sig <= eps * sig[-1]]
+    if V0.shape[1] == 0:
+        return G
+    return G - (G @ V0) @ V0.T
 
 
 def _minimize(
@@ -470,50 +504,71 @@ def _minimize(
         res.val_rank1.append(r1)
         res.val_margin.append(mg)
         best_val, best_val_T, best_val_it, since = (r1, mg), p.T.copy(), 0, 0
+    best_hist = [best_f]  # smallest f so far, after each iteration (equals f for backtracking)
     accepted = 0
+    eps_base = max(prob.rtol, _EPS_DIR)
+    eps_dir = eps_base  # singular values below eps_dir * max are ignored by the search direction
     for it in range(1, max_iter + 1):
         res.n_iter = it
-        G = prob.gradient(p)
-        gnorm = float(np.linalg.norm(G))
-        if not np.isfinite(gnorm):
-            raise FloatingPointError(f"LowRankTransform: non-finite subgradient at iteration {it}")
-        if gnorm == 0.0:
-            res.stop_reason = "zero_gradient"
-            break
-        r = prob.direction(p, G)
-        tnorm = float(np.linalg.norm(p.T))
         f_old = p.f
-        if step == "backtracking":
-            new = None
-            while eta >= _MIN_ETA:
-                t = eta * tnorm / gnorm
-                trial = prob.trial(p, r, t)
-                if normalize:
-                    Tn = p.T - t * G
-                    scale = _spectral_norm(Tn)
-                    dist2 = float(np.linalg.norm(Tn / scale - p.T) ** 2)
-                else:
-                    scale, dist2 = 1.0, (t * gnorm) ** 2
-                f_new = trial[0] / scale
-                if f_new <= f_old - _ARMIJO_C * dist2 / t and np.isfinite(f_new):
+        new = None
+        while True:
+            G = prob.gradient(p, eps_dir)
+            if eps_dir > eps_base and _NULL_PROJ:
+                G = _project_off_null(G, p.T, eps_dir)
+            gnorm = float(np.linalg.norm(G))
+            if not np.isfinite(gnorm):
+                raise FloatingPointError(f"LowRankTransform: non-finite subgradient at iteration {it}")
+            if gnorm > 0.0:
+                r = prob.direction(p, G)
+                tnorm = float(np.linalg.norm(p.T))
+                if step == "diminishing":
+                    t = (step_size / math.sqrt(it)) * tnorm / gnorm
+                    trial = prob.trial(p, r, t)
+                    scale = _spectral_norm(p.T - t * G) if normalize else 1.0
                     new = prob.accept(p, r, t, trial, scale)
                     break
-                eta *= _SHRINK
-            if new is None:
-                res.stop_reason = "line_search"
+                eta_min = max(eta * _SHRINK**_MAX_BACKTRACKS, _MIN_ETA)
+                first_try = True
+                while eta >= eta_min:
+                    t = eta * tnorm / gnorm
+                    trial = prob.trial(p, r, t)
+                    if normalize:
+                        Tn = p.T - t * G
+                        scale = _spectral_norm(Tn)
+                        dist2 = float(np.linalg.norm(Tn / scale - p.T) ** 2)
+                    else:
+                        scale, dist2 = 1.0, (t * gnorm) ** 2
+                    f_new = trial[0] / scale
+                    if np.isfinite(f_new) and f_new <= f_old - _ARMIJO_C * dist2 / t:
+                        new = prob.accept(p, r, t, trial, scale)
+                        break
+                    eta *= _SHRINK
+                    first_try = False
+                if new is not None:
+                    break
+            # No decrease along -G: f has a kink here, T has (nearly) collapsed some direction of the
+            # data and -G would undo it. Retry with singular values below eps_dir * max ignored and
+            # with T's near-null space frozen, eps_dir growing tenfold each time.
+            if eps_dir >= _MAX_EPS_DIR:
                 break
-            eta = min(eta * _GROW, _MAX_ETA)
-        else:  # diminishing
-            t = (step_size / math.sqrt(it)) * tnorm / gnorm
-            trial = prob.trial(p, r, t)
-            scale = _spectral_norm(p.T - t * G) if normalize else 1.0
-            new = prob.accept(p, r, t, trial, scale)
+            eps_dir = min(eps_dir * 10.0, _MAX_EPS_DIR)
+            eta = float(step_size)
+            logger.debug("low-rank iteration %d: no decrease, direction threshold -> %.0e", it, eps_dir)
+        if new is None:
+            res.stop_reason = "line_search" if step == "backtracking" else "zero_gradient"
+            break
+        if step == "backtracking":
+            if first_try:  # the step could have been longer: try a longer one next time
+                eta = min(eta * _GROW, _MAX_ETA)
+            eps_dir = max(eps_dir / 10.0, eps_base)
         p = new
         accepted += 1
-        history.append(p.f)
+        f_new = p.f
+        history.append(f_new)
         logger.debug("low-rank iteration %d: f = %.6g (step %.3g)", it, p.f, eta)
         if p.f < best_f:
-            best_f, best_T, best_it = p.f, p.T.copy(), it
+            best_f, best_T, best_it = p.f, p.T.copy(), len(history) - 1
         if accepted % _REFRESH_EVERY == 0:
             p = prob.point(p.T)  # drop accumulated rounding of Z = X T^T
         if validate is not None:
@@ -521,13 +576,16 @@ def _minimize(
             res.val_rank1.append(r1)
             res.val_margin.append(mg)
             if (r1, mg) > best_val:
-                best_val, best_val_T, best_val_it, since = (r1, mg), p.T.copy(), it, 0
+                best_val, best_val_T, best_val_it, since = (r1, mg), p.T.copy(), len(history) - 1, 0
             else:
                 since += 1
                 if since >= n_iter_no_change:
                     res.stop_reason = "early_stopping"
                     break
-        if step == "backtracking" and f_old - p.f <= tol * abs(f_old):
+        best_hist.append(best_f)
+        w = n_iter_no_change
+        if (step == "backtracking" and len(best_hist) > w
+                and best_hist[-1 - w] - best_hist[-1] <= tol * abs(best_hist[-1 - w])):
             res.stop_reason = "tol"
             break
     if validate is not None:

@@ -99,26 +99,33 @@ def anchors_from_landmarks(points: np.ndarray) -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` to ``dst``.
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping ``src`` to ``dst``.
 
     Parameters
     ----------
     src, dst
-        ``(k, 2)`` point sets, ``k >= 2``.
+        ``(n, 2)`` corresponding points, ``n >= 2``.
 
     Returns
     -------
-    ``(2, 3)`` float64 matrix for :func:`cv2.warpAffine`.
+    numpy.ndarray
+        ``(2, 3)`` float64 matrix ``M`` with ``dst ~ M @ [x, y, 1]``, as used by ``cv2.warpAffine``.
+        Closed form of Umeyama (1991) restricted to 2-D.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
-    # x' = a x - b y + tx ; y' = b x + a y + ty  -> linear in (a, b, tx, ty)
-    n = len(src)
-    A = np.zeros((2 * n, 4))
-    A[0::2] = np.c_[src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)]
-    A[1::2] = np.c_[src[:, 1], src[:, 0], np.zeros(n), np.ones(n)]
-    (a, b, tx, ty), *_ = np.linalg.lstsq(A, dst.reshape(-1), rcond=None)
-    return np.array([[a, -b, tx], [b, a, ty]])
+    if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or len(src) < 2:
+        raise ValueError(f"src and dst must be two (n, 2) arrays with n >= 2, got {src.shape} and {dst.shape}")
+    src_c = src - src.mean(axis=0)
+    dst_c = dst - dst.mean(axis=0)
+    spread = float((src_c**2).sum())
+    if spread <= 1e-12:
+        raise ValueError(f"cannot fit a similarity transform: the source points all coincide ({src.tolist()})")
+    a = float((src_c * dst_c).sum()) / spread
+    b = float((src_c[:, 0] * dst_c[:, 1] - src_c[:, 1] * dst_c[:, 0]).sum()) / spread
+    linear = np.array([[a, -b], [b, a]])
+    shift = dst.mean(axis=0) - linear @ src.mean(axis=0)
+    return np.hstack([linear, shift[:, None]])
 
 
 def warp_to_template(image: np.ndarray, matrix: np.ndarray, size: int = TEMPLATE_SIZE) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nirvis.faces.align import similarity_transform
 from nirvis.faces.types import Face
 from nirvis.features.base import Embedder, l2_normalize, register_embedder
 
@@ -26,7 +27,6 @@ __all__ = [
     "OnnxPreprocess",
     "dlib5_keypoints",
     "preprocess_faces",
-    "similarity_transform",
 ]
 
 Point = tuple[float, float]
@@ -133,36 +133,6 @@ def dlib5_keypoints(landmarks: np.ndarray) -> np.ndarray:
     eyes = points[:4].reshape(2, 2, 2).mean(axis=1)
     eyes = eyes[np.argsort(eyes[:, 0], kind="stable")]
     return np.vstack([eyes, points[4:5]])
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping ``src`` to ``dst``.
-
-    Parameters
-    ----------
-    src, dst
-        ``(n, 2)`` corresponding points, ``n >= 2``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(2, 3)`` float64 matrix ``M`` with ``dst ~ M @ [x, y, 1]``, as used by ``cv2.warpAffine``.
-        Closed form of Umeyama (1991) restricted to 2-D.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or len(src) < 2:
-        raise ValueError(f"src and dst must be two (n, 2) arrays with n >= 2, got {src.shape} and {dst.shape}")
-    src_c = src - src.mean(axis=0)
-    dst_c = dst - dst.mean(axis=0)
-    spread = float((src_c**2).sum())
-    if spread <= 1e-12:
-        raise ValueError(f"cannot fit a similarity transform: the source points all coincide ({src.tolist()})")
-    a = float((src_c * dst_c).sum()) / spread
-    b = float((src_c[:, 0] * dst_c[:, 1] - src_c[:, 1] * dst_c[:, 0]).sum()) / spread
-    linear = np.array([[a, -b], [b, a]])
-    shift = dst.mean(axis=0) - linear @ src.mean(axis=0)
-    return np.hstack([linear, shift[:, None]])
 
 
 def preprocess_faces(faces: Sequence[Face], preprocess: OnnxPreprocess) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""Shared fixtures: where the real data is, and skips with a clear reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path | None:
+    env = os.environ.get("NIRVIS_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = data_root()
+    if root is None:
+        pytest.skip("real data not found: set NIRVIS_DATA or place it in ../shared/data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def rap3df_root(shared_data: Path) -> Path:
+    p = shared_data / "rap3df"
+    if not (p / "rap3df_data_02" / "database.json").is_file():
+        pytest.skip(f"RAP3DF not found at {p}")
+    return p

@@ -1,0 +1,76 @@
+import pytest
+
+from nirvis.datasets.base import people
+from nirvis.datasets.rap3df import find_rap3df_sets, load_rap3df, rap3df_external_split, rap3df_splits
+from nirvis.errors import DatasetError
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def sets(rap3df_root):
+    return load_rap3df(rap3df_root)
+
+
+def test_both_sets_are_found_from_any_level(rap3df_root):
+    assert set(find_rap3df_sets(rap3df_root.parent)) == {"2017", "2019"}
+    assert set(find_rap3df_sets(rap3df_root)) == {"2017", "2019"}
+    assert set(find_rap3df_sets(rap3df_root / "rap3df_data_02")) == {"2019"}
+    assert set(find_rap3df_sets(rap3df_root / "rap3df_data")) == {"2017"}
+
+
+def test_counts_and_links(sets):
+    s19, s17 = sets["2019"], sets["2017"]
+    assert len(people(s19)) == 50 and len(people(s17)) == 62
+    assert len(s19) == 2 * 332 and len(s17) == 2 * 267
+    by_id = {s.capture_id: s for s in s19 + s17}
+    for s in s19 + s17:
+        partner = by_id[s.pair_id]
+        assert partner.pair_id == s.capture_id and partner.modality != s.modality and partner.person == s.person
+        assert s.path.is_file()
+        assert (s.channel == "red") == (s.modality == "nir")
+
+
+def test_ir_is_read_from_the_red_channel(sets):
+    nir = next(s for s in sets["2019"] if s.modality == "nir")
+    img = nir.read()
+    assert img.ndim == 2 and img.dtype.name == "uint8" and img.shape == (149, 119)
+
+
+def test_protocol_splits(sets):
+    splits = rap3df_splits(sets)
+    assert len(splits) == 10
+    s17_people = set(people(sets["2017"]))
+    for sp in splits:
+        train19 = set(people(sp.train)) - s17_people
+        test = set(people(sp.gallery))
+        assert len(train19) == 25 and len(test) == 25 and not train19 & test
+        assert s17_people <= set(people(sp.train))
+        # Gallery: the first front RGB capture; probes: IR captures except the simultaneous one.
+        for g in sp.gallery:
+            assert g.modality == "vis" and g.pose == "front" and g.meta["index"] == 0
+        gallery_pairs = {g.pair_id for g in sp.gallery}
+        assert all(p.modality == "nir" and p.person in test for p in sp.probes)
+        assert not gallery_pairs & {p.capture_id for p in sp.probes}
+        n_ir = sum(1 for s in sets["2019"] if s.person in test and s.modality == "nir")
+        assert len(sp.probes) == n_ir - 25
+    # Seeds 0-9 over the sorted ids: reproducible, and different from one seed to the next.
+    again = rap3df_splits(sets)
+    assert [g.person for g in again[3].gallery] == [g.person for g in splits[3].gallery]
+    assert {g.person for g in splits[0].gallery} != {g.person for g in splits[1].gallery}
+
+
+def test_external_split_tests_everyone_in_data(rap3df_root):
+    test = load_rap3df(rap3df_root / "rap3df_data_02")
+    train = load_rap3df(rap3df_root / "rap3df_data")
+    sp = rap3df_external_split(test, train)
+    assert len(sp.gallery) == 50 and set(people(sp.train)) == set(people(train["2017"]))
+    with pytest.raises(DatasetError, match="share 50 people"):
+        rap3df_external_split(test, test)
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(DatasetError, match="nowhere: RAP3DF folder not found"):
+        load_rap3df(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="no RAP3DF data found"):
+        load_rap3df(tmp_path)

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from nirvis.evaluation.metrics import (cmc, cosine_scores, evaluate_identification, identification_ranks,
+                                       mean_std, rank_k, roc, vr_at_far)
+
+
+def test_ranks_by_hand():
+    scores = np.array([[0.9, 0.1, 0.3],   # true a: rank 1
+                       [0.8, 0.5, 0.6],   # true b: 0.8 and 0.6 beat it -> rank 3
+                       [0.2, 0.9, 0.1]])  # true c: 0.2 and 0.9 beat it -> rank 3
+    r = identification_ranks(scores, ["a", "b", "c"], ["a", "b", "c"])
+    np.testing.assert_array_equal(r, [1, 3, 3])
+    assert rank_k(r, 1) == pytest.approx(1 / 3)
+    np.testing.assert_allclose(cmc(r, 3), [1 / 3, 1 / 3, 1.0])
+
+
+def test_failed_probes_and_absent_people_are_misses():
+    scores = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9]])
+    r = identification_ranks(scores, ["a", "a", "z"], ["a", "b"], probe_ok=[True, False, True])
+    assert r[0] == 1 and np.isinf(r[1]) and np.isinf(r[2])
+    assert rank_k(r) == pytest.approx(1 / 3)
+
+
+def test_roc_and_vr_at_far_by_hand():
+    # 2 probes x 2 gallery: genuine pairs 0.9 and 0.4, impostors 0.5 and 0.1.
+    scores = np.array([[0.9, 0.5], [0.1, 0.4]])
+    far, vr, _ = roc(scores, ["a", "b"], ["a", "b"])
+    assert vr_at_far(far, vr, 0.0) == pytest.approx(0.5)  # threshold above 0.5 keeps only 0.9
+    assert vr_at_far(far, vr, 0.5) == pytest.approx(1.0)  # one impostor of two accepted
+
+
+def test_roc_counts_failed_probes_in_the_denominators():
+    scores = np.array([[0.9, 0.5], [0.1, 0.4]])
+    far, vr, _ = roc(scores, ["a", "b"], ["a", "b"], probe_ok=[True, False])
+    assert vr.max() == pytest.approx(0.5)  # the failed probe's genuine pair is never accepted
+    assert far.max() == pytest.approx(0.5)  # nor its impostor pair
+
+
+def test_evaluate_identification_end_to_end():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(5, 16))
+    p = np.repeat(g, 3, axis=0) + 0.05 * rng.normal(size=(15, 16))
+    labels = np.repeat(np.arange(5), 3)
+    ok = np.ones(15, bool)
+    ok[0] = False
+    p[0] = np.nan  # a failed probe may hold NaN
+    res = evaluate_identification(p, labels, g, np.arange(5), ok)
+    assert res.rank1 == pytest.approx(14 / 15)
+    assert res.n_probes == 15 and res.n_failed == 1
+    assert res.vr_far_1e2 == pytest.approx(14 / 15)
+
+
+def test_empty_gallery_and_shape_errors():
+    with pytest.raises(ValueError, match="gallery is empty"):
+        evaluate_identification(np.zeros((2, 3)), [0, 1], np.zeros((0, 3)), [])
+    with pytest.raises(ValueError, match="same feature dimension"):
+        cosine_scores(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_mean_std():
+    assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1))

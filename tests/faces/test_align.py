@@ -1,0 +1,101 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from nirvis._io import read_image
+from nirvis.errors import ImageError, NoFaceError
+from nirvis.faces.align import FaceAligner, anchors_from_landmarks, as_gray, similarity_transform
+from nirvis.faces.detect import DetectorConfig
+from nirvis.faces.types import TEMPLATE_ANCHORS
+
+
+def test_similarity_transform_recovers_a_known_map():
+    rng = np.random.default_rng(1)
+    src = rng.random((5, 2)) * 100
+    a, t = 1.7 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]]), np.array([12.0, -4.0])
+    M = similarity_transform(src, src @ a.T + t)
+    np.testing.assert_allclose(M, np.c_[a, t], atol=1e-9)
+
+
+def test_anchors_do_not_depend_on_eye_order():
+    pts = np.array([[150, 90], [134, 92], [74, 92], [90, 92], [112, 125]], float)
+    a = anchors_from_landmarks(pts)
+    b = anchors_from_landmarks(pts[[2, 3, 0, 1, 4]])
+    np.testing.assert_allclose(a, b)
+    assert a[0, 0] < a[1, 0]  # image-left eye first
+    assert a[2, 1] > pts[4, 1]  # the mouth is below the nose
+
+
+def test_as_gray_rejects_wrong_channels_and_depth():
+    with pytest.raises(ImageError, match="x.png: image has 4 channels"):
+        as_gray(np.zeros((5, 5, 4), np.uint8), "x.png")
+    with pytest.raises(ImageError, match="uint16"):
+        as_gray(np.zeros((5, 5), np.uint16))
+    with pytest.raises(ImageError, match=r"shape \(5, 5, 2\)"):
+        as_gray(np.zeros((5, 5, 2), np.uint8))
+
+
+def test_no_face_error_names_the_source():
+    img = np.full((120, 100), 128, np.uint8)
+    with pytest.raises(NoFaceError, match="blank.png: no face found"):
+        FaceAligner().align(img, source="blank.png")
+
+
+def test_bad_cascade_step_is_refused():
+    with pytest.raises(ValueError, match="unknown cascade step 'haar'"):
+        DetectorConfig(cascade=("hog", "haar"))
+
+
+def _captures(rap3df_root, n):
+    db = json.loads((rap3df_root / "rap3df_data_02" / "database.json").read_text())
+    caps = [c for person in sorted(db) for pose in ("front", "left", "down") for c in (db[person].get(pose) or [])]
+    return caps[: n]
+
+
+@pytest.mark.data
+def test_real_nir_and_vis_faces_align_to_the_template(rap3df_root):
+    aligner = FaceAligner()
+    caps = _captures(rap3df_root, 12)
+    n_ok = {"nir": 0, "vis": 0}
+    for cap in caps:
+        for mod, key, ch in (("vis", "rgb", None), ("nir", "ir_with_bg", "red")):
+            try:
+                face = aligner.align(read_image(rap3df_root / cap[key], channel=ch), source=cap[key])
+            except NoFaceError:
+                continue
+            n_ok[mod] += 1
+            assert face.image.shape == ((224, 224) if mod == "nir" else (224, 224, 3))
+            assert face.image.dtype == np.uint8
+            # The eyes and mouth land on the template: least squares puts their centroid exactly on the
+            # template's, and each within a face's natural variation of proportions.
+            np.testing.assert_allclose(face.anchors.mean(axis=0), TEMPLATE_ANCHORS.mean(axis=0), atol=0.5)
+            assert np.abs(face.anchors - TEMPLATE_ANCHORS).max() < 12
+            assert face.method in ("hog", "hogl", "mmod", "hog-clahe", "hogl-clahe", "mmod-clahe")
+    assert n_ok["nir"] >= 10 and n_ok["vis"] >= 10, n_ok
+
+
+@pytest.mark.data
+def test_nir_and_vis_landmarks_agree_through_the_sensor_registration(rap3df_root):
+    """RAP3DF's IR and RGB frames differ by one fixed similarity transform of the sensor (measured here:
+    scale about 0.88, shift about 10 px). Landmarks found independently on NIR and on VIS must agree
+    with it: the same scale in every capture and a small residual."""
+    aligner = FaceAligner()
+    scales, residuals = [], []
+    for cap in _captures(rap3df_root, 10):
+        try:
+            v = aligner.align(read_image(rap3df_root / cap["rgb"]))
+            n = aligner.align(read_image(rap3df_root / cap["ir_with_bg"], channel="red"))
+        except NoFaceError:
+            continue
+        pts = []
+        for face in (n, v):
+            inv = cv2.invertAffineTransform(face.matrix)
+            pts.append(face.landmarks @ inv[:, :2].T + inv[:, 2])  # back to source pixels
+        M = similarity_transform(pts[0], pts[1])
+        scales.append(np.hypot(*M[:, 0]))
+        residuals.append(np.abs(pts[0] @ M[:, :2].T + M[:, 2] - pts[1]).max())
+    assert len(scales) >= 8
+    assert np.std(scales) < 0.05 and 0.8 < np.median(scales) < 0.95
+    assert np.median(residuals) < 4.0  # source pixels; faces are ~60 px wide, misses are 10+ px
