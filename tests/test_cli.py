@@ -1,0 +1,79 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from nirvis import data as data_mod
+from nirvis.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["demo"], ["evaluate"], ["align"]])
+def test_help_everywhere(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_demo_explains_where_to_put_the_data(monkeypatch):
+    monkeypatch.delenv("NIRVIS_DATA", raising=False)
+    monkeypatch.setattr(data_mod, "DEFAULT_CANDIDATES", ())
+    res = runner.invoke(app, ["demo"])
+    assert res.exit_code == 1
+    assert "No data folder found: pass --data DIR, or set NIRVIS_DATA=DIR" in " ".join(res.output.split())
+
+
+def test_evaluate_names_a_missing_data_folder(tmp_path):
+    res = runner.invoke(app, ["evaluate", "--dataset", "rap3df", "--data", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2
+    assert "nowhere: no such folder" in " ".join(res.output.split())
+
+
+@pytest.fixture()
+def small_folder(rap3df_root, tmp_path):
+    """A user folder (root/<person>/{nir,vis}) made from 3 RAP3DF people, plus one corrupt probe."""
+    db = json.loads((rap3df_root / "rap3df_data_02" / "database.json").read_text())
+    root = tmp_path / "faces"
+    for person in sorted(db)[:3]:
+        (root / person / "vis").mkdir(parents=True)
+        (root / person / "nir").mkdir(parents=True)
+        shutil.copy(rap3df_root / db[person]["front"][0]["rgb"], root / person / "vis" / "a.bmp")
+        for i, pose in enumerate(("left", "down")):
+            ir = np.asarray(Image.open(rap3df_root / db[person][pose][0]["ir_with_bg"]))[:, :, 0]
+            Image.fromarray(ir).save(root / person / "nir" / f"{i}.png")
+    (root / sorted(db)[0] / "nir" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.mark.data
+def test_evaluate_folder_writes_the_documented_json(small_folder, tmp_path):
+    out = tmp_path / "res.json"
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--json", str(out),
+                              "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    assert "rank-1" in res.output and "raw" in res.output
+    rep = json.loads(out.read_text())
+    assert rep["protocol"] == "folder"
+    row = rep["results"][0]
+    assert row["config"] == "raw"
+    for key in ("rank1_mean", "rank1_std", "vr_far_1e-2", "vr_far_1e-3", "n_probes", "n_failed_alignment"):
+        assert key in row
+    assert row["n_probes"] == 7  # 6 good probes + the corrupt one, which is counted, not dropped
+    assert row["n_failed_alignment"] >= 1
+    assert row["rank1_mean"] <= 6 / 7
+    assert 0 <= rep["alignment"]["nir_rate"] < 1 and rep["alignment"]["vis_rate"] == 1.0
+    assert any("broken.png" in f["path"] for f in rep["alignment"]["failures"])
+
+
+@pytest.mark.data
+def test_align_writes_a_contact_sheet(small_folder, tmp_path):
+    out = tmp_path / "sheet.png"
+    res = runner.invoke(app, ["align", str(small_folder), "-o", str(out), "--cols", "4"])
+    assert res.exit_code == 0, res.output
+    assert "aligned 9 of 10 images; failed 1" in res.output
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (3 * (160 + 16), 4 * 160, 3)
