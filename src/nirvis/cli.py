@@ -68,9 +68,17 @@ def _print_report(report) -> None:
             f"{a['vis_images']} images; probes and failures are summed over {report.results[0]['n_splits']} split(s)")
 
 
+class EmbeddingName(str, Enum):
+    none = "none"
+    pca = "pca"
+    lowrank = "lowrank"
+    itml = "itml"
+    lmnn = "lmnn"
+
+
 def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_data: Path | None,
                    json_out: Path | None, workers: int, cache_dir: Path | None, no_cache: bool,
-                   embedding: str = "none") -> None:
+                   embeddings: list[str] | None = None, models: list[Path] | None = None) -> None:
     from nirvis._io import atomic_write_json
     from nirvis.data import find_data_root
     from nirvis.datasets import load_protocol
@@ -82,13 +90,48 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
         name, splits, samples = load_protocol(dataset, root, protocol, train_data)
     except NirvisError as exc:
         _fail(str(exc))
+    from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
+
     rec = _recognizer(cache_dir, no_cache)
+    configs = {"raw": None}
+    for method in embeddings or []:
+        configs.setdefault(CONFIG_NAMES[method], embedding_fitter(method))
+    for path in models or []:
+        configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint)
     fs = _featurize(rec, samples, workers)
-    report = evaluate_splits(name, splits, fs, {"raw": None})
+    if len(configs) > 1:
+        with _status("fitting and scoring") as st:
+            report = evaluate_splits(name, splits, fs, configs, progress=lambda m: (st.update(m), typer.echo(m, err=True)))
+    else:
+        report = evaluate_splits(name, splits, fs, configs)
     _print_report(report)
     if json_out is not None:
         atomic_write_json(json_out, report.to_dict())
         typer.echo(f"wrote {json_out}")
+
+
+def _status(msg: str):
+    from rich.console import Console
+
+    return Console(stderr=True).status(msg)
+
+
+def _saved_model_config(path: Path, fingerprint: str):
+    """A configuration that applies a saved embedding (refusing features of another embedder)."""
+    from nirvis.embedding import load_embedding
+    from nirvis.errors import ModelMismatchError
+
+    try:
+        model = load_embedding(path)
+        model.check_fingerprint(fingerprint)
+    except (OSError, ValueError, ModelMismatchError) as exc:
+        _fail(str(exc))
+
+    class _Fixed:
+        def transform(self, X):
+            return model.transform(X, fingerprint=fingerprint)
+
+    return lambda X, y, modality: _Fixed()
 
 
 @app.command()
@@ -98,12 +141,58 @@ def evaluate(
     protocol: Annotated[Optional[str], typer.Option(help="CASIA: view2 | view2:K | view1 | sixfold.")] = None,
     train_data: Annotated[Optional[Path], typer.Option("--train-data", help="Folder whose people are all training; --data's people are all test.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    embedding: Annotated[Optional[list[EmbeddingName]], typer.Option("--embedding", "-e", help="Add a learned embedding fitted on each split's training people (repeatable): lowrank (row LR), itml, lmnn, pca, none.")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option("--model", help="Add a saved embedding (from fit-embedding), applied as is (repeatable).")] = None,
     workers: WorkersOpt = 1,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Evaluate NIR->VIS identification on a protocol: rank-1, VR@FAR=1% and 0.1%, mean ± std over splits."""
-    run_evaluation(dataset.value, data, protocol, train_data, json_out, workers, cache_dir, no_cache)
+    run_evaluation(dataset.value, data, protocol, train_data, json_out, workers, cache_dir, no_cache,
+                   [e.value for e in embedding or []], model)
+
+
+@app.command("fit-embedding")
+def fit_embedding_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the model (stem; writes .npz + .json).")],
+    method: Annotated[EmbeddingName, typer.Option("--method", "-m", help="lowrank, itml, lmnn, pca or none.")] = EmbeddingName.lowrank,
+    dataset: Annotated[DatasetName, typer.Option("--dataset", "-d")] = DatasetName.rap3df,
+    data: DataOpt = None,
+    protocol: Annotated[Optional[str], typer.Option(help="CASIA: view2 | view2:K | view1 | sixfold.")] = None,
+    split: Annotated[Optional[int], typer.Option(help="Fit on this split's training people only (0-based); default: every person of --data.")] = None,
+    workers: WorkersOpt = 1,
+    cache_dir: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Learn an embedding (paper Sec. 4) on the features of a dataset's people and save it (.npz + .json)."""
+    import numpy as np
+
+    from nirvis.data import find_data_root
+    from nirvis.datasets import load_protocol
+    from nirvis.embedding import save_embedding
+    from nirvis.errors import NirvisError
+    from nirvis.evaluation.configs import fit_embedding
+
+    try:
+        name, splits, samples = load_protocol(dataset.value, find_data_root(data), protocol)
+    except NirvisError as exc:
+        _fail(str(exc))
+    if split is not None:
+        if not 0 <= split < len(splits):
+            _fail(f"--split {split}: {name} has splits 0..{len(splits) - 1}")
+        samples = list(splits[split].train)
+    rec = _recognizer(cache_dir, no_cache)
+    fs = _featurize(rec, samples, workers)
+    rows = np.flatnonzero(fs.ok)
+    if len(rows) < 2:
+        _fail(f"only {len(rows)} of {len(fs.samples)} training images were aligned; nothing to learn from")
+    y = np.array([fs.samples[i].person for i in rows])
+    mod = np.array([fs.samples[i].modality for i in rows])
+    with _status(f"fitting {method.value} on {len(rows)} vectors of {len(set(y))} people"):
+        model = fit_embedding(method.value, fs.features[rows], y, mod)
+    npz, js = save_embedding(model, output, embedder_fingerprint=rec.embedder.fingerprint)
+    typer.echo(f"fitted {method.value} on {len(rows)} vectors of {len(set(y))} people "
+               f"({len(fs.failures)} images not aligned, left out); wrote {npz} and {js}")
 
 
 @app.command()

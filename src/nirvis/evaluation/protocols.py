@@ -24,9 +24,10 @@ class Transformer(Protocol):
     def transform(self, X: np.ndarray) -> np.ndarray: ...
 
 
-#: A configuration: ``None`` for raw features, else a factory of a fresh, unfitted transformer.
-#: The factory receives the split's training samples (with their modality) as its argument.
-ConfigFactory = Callable[[Sequence[Sample]], Transformer] | None
+#: A configuration: ``None`` for raw features, else a function that fits a fresh transformer on a
+#: split's training features ``X (n, d)``, person labels ``y (n,)`` and modalities (``"nir"``/``"vis"``)
+#: and returns it fitted.
+ConfigFactory = Callable[[np.ndarray, np.ndarray, np.ndarray], Transformer] | None
 
 
 @dataclass
@@ -79,8 +80,8 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
     fs
         Features of the samples (failed ones included, marked not ok).
     configs
-        ``{"raw": None, "LR": factory, ...}``; default raw only. A factory's transformer is fitted on the
-        split's training samples that were aligned, with their person as the label.
+        ``{"raw": None, "LR": fit_function, ...}``; default raw only. A fit function gets the split's
+        aligned training samples: features, person labels, modalities.
     """
     configs = configs if configs is not None else {"raw": None}
     results = []
@@ -89,11 +90,11 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
         for split in splits:
             gX, gy, pX, py, pok = _split_features(fs, split)
             if factory is not None:
-                tr = [s for s in split.train]
-                tX, tok = fs.take(tr)
-                tr_ok = [s for s, o in zip(tr, tok) if o]
-                model = factory(tr_ok)
-                model.fit(tX[tok], np.array([s.person for s in tr_ok]))
+                tX, tok = fs.take(split.train)
+                tr_ok = [s for s, o in zip(split.train, tok) if o]
+                if not tr_ok:
+                    raise ValueError(f"{name} on {split.name}: no aligned training sample to fit on")
+                model = factory(tX[tok], np.array([s.person for s in tr_ok]), np.array([s.modality for s in tr_ok]))
                 gX = model.transform(gX)
                 pX = np.where(pok[:, None], model.transform(np.nan_to_num(pX)), np.nan)
             r = evaluate_identification(pX, py, gX, gy, pok)
