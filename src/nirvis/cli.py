@@ -261,6 +261,16 @@ def align(
     typer.echo(f"aligned {len(files) - n_fail} of {len(files)} images; failed {n_fail}; wrote {output}")
 
 
+def _register_mining() -> None:
+    # The mining command's module imports only typer and the standard library at the top.
+    from nirvis.mining.command import mine
+
+    app.command("mine")(mine)
+
+
+_register_mining()
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,88 @@
+"""Settings of patch mining (paper Sec. 3.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+__all__ = ["MiningConfig"]
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """Settings of patch mining; the defaults are the paper's (Sec. 3.1) where it gives them.
+
+    Attributes
+    ----------
+    size
+        Side of the aligned faces (the 224x224 template).
+    window
+        Side of the sliding windows (paper: 60).
+    stride
+        Step between windows (paper: 12). With 224/60/12 there are 14 x 14 = 196 locations.
+    patch
+        Side of the centre crop kept after registration (paper: 40).
+    min_sum, min_s1, min_s2
+        Acceptance: ``s1 + s2 > min_sum`` and ``s1 >= min_s1`` and ``s2 >= min_s2`` (paper: 1, 0.4, 0.4).
+    ecc_iterations, ecc_eps
+        Termination of OpenCV's ``findTransformECC`` (``MOTION_AFFINE``): at most this many iterations,
+        or an update smaller than ``ecc_eps``.
+    ecc_blur
+        ``gaussFiltSize`` of ``findTransformECC`` (OpenCV's default 5).
+    max_shift
+        A registration whose translation exceeds this many pixels is counted as failed: the 40x40 centre
+        would leave the 60x60 window (margin 10).
+    max_linear
+        A registration whose linear part differs from the identity by more than this (max abs entry)
+        is counted as failed (a degenerate or runaway warp; OpenCV does not report hitting the cap).
+    min_window_std
+        A window whose NIR or Y standard deviation (gray levels) is below this is flat (e.g. the black
+        border of the template) and is counted as a registration failure without running ECC.
+    prune_quantile
+        Pruning (paper: "roughly uniform over face locations"): each window location keeps at most
+        ``ceil(quantile(counts of the non-empty locations, prune_quantile))`` pairs, drawn at random with
+        ``seed``. 1.0 disables pruning.
+    flip
+        Add the horizontal flip of every kept pair at the mirrored location (paper: 600k -> 1.2M).
+    seed
+        Seed of pruning and of the report's random sheet.
+    """
+
+    size: int = 224
+    window: int = 60
+    stride: int = 12
+    patch: int = 40
+    min_sum: float = 1.0
+    min_s1: float = 0.4
+    min_s2: float = 0.4
+    ecc_iterations: int = 50
+    ecc_eps: float = 1e-4
+    ecc_blur: int = 5
+    max_shift: float = 10.0
+    max_linear: float = 0.25
+    min_window_std: float = 1.0
+    prune_quantile: float = 0.9
+    flip: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.patch <= self.window <= self.size:
+            raise ValueError(f"MiningConfig: need 0 < patch <= window <= size, got patch={self.patch}, "
+                             f"window={self.window}, size={self.size}")
+        if (self.window - self.patch) % 2:
+            raise ValueError(f"MiningConfig: window - patch must be even to take a centre crop, got "
+                             f"window={self.window}, patch={self.patch}")
+        if self.stride < 1:
+            raise ValueError(f"MiningConfig: stride must be >= 1, got {self.stride}")
+        if self.ecc_iterations < 1:
+            raise ValueError(f"MiningConfig: ecc_iterations must be >= 1, got {self.ecc_iterations}")
+        if not 0.0 < self.prune_quantile <= 1.0:
+            raise ValueError(f"MiningConfig: prune_quantile must be in (0, 1], got {self.prune_quantile}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Short hash of the settings, written in the store and checked when a run resumes."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,554 @@
+"""Mining registered NIR/VIS patch pairs from aligned faces (paper Sec. 3.1).
+
+For each training person, every (aligned NIR, aligned VIS) image pair is compared window by window:
+the VIS luminance Y is registered to the NIR window by an affine ECC fit, the centre 40x40 of both is
+scored, and good pairs are kept. People are the unit of work and of resumption: each finished person
+is written atomically to ``<store>.parts/``; a rerun skips the people already there. When every person
+is done, the parts are pruned, flipped and assembled into the HDF5 store (again atomically).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image
+from nirvis.errors import ImageError, NoFaceError
+from nirvis.faces.normalize import match_mean_std
+from nirvis.mining.config import MiningConfig
+from nirvis.mining.prune import prune_per_location
+from nirvis.mining.register import FAIL_ECC, FAIL_FLAT, FAIL_IMPLAUSIBLE, register_window, warp_window
+from nirvis.mining.score import accept, score_pair
+from nirvis.mining.store import FORMAT, VERSION, PatchStore, StoreError, append_pairs, create_store
+from nirvis.mining.windows import centre_crop, mirror_x, window_grid
+
+__all__ = ["ImageRef", "PersonJob", "Reference", "jobs_from_samples", "choose_reference", "mine_person",
+           "mine_store", "parts_dir_for"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One source image: its capture id, file and how to read it (see :class:`nirvis.datasets.Sample`)."""
+
+    id: str
+    path: str
+    channel: str | None = None
+    pair_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonJob:
+    """All images of one training person; the unit of parallel work and of resumption."""
+
+    person: str
+    nir: tuple[ImageRef, ...]
+    vis: tuple[ImageRef, ...]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Fixed photometric reference (paper Sec. 3.1): per-channel mean and std of one training capture.
+
+    NIR images are set to the reference NIR image's mean/std, VIS images channel by channel to the
+    reference VIS (RGB) image's.
+    """
+
+    nir_mean: float
+    nir_std: float
+    vis_mean: tuple[float, float, float]
+    vis_std: tuple[float, float, float]
+    nir_id: str
+    vis_id: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Reference:
+        return cls(float(d["nir_mean"]), float(d["nir_std"]), tuple(map(float, d["vis_mean"])),
+                   tuple(map(float, d["vis_std"])), str(d["nir_id"]), str(d["vis_id"]))
+
+
+def jobs_from_samples(samples: Iterable, people: Iterable[str] | None = None) -> list[PersonJob]:
+    """One :class:`PersonJob` per person of ``samples`` (``nirvis.datasets.Sample``), sorted by person.
+
+    Images are sorted by capture id, so that pairs come in a canonical order. ``people`` restricts the
+    persons (default: all).
+    """
+    wanted = None if people is None else set(people)
+    by: dict[str, dict[str, dict[str, ImageRef]]] = {}
+    for s in samples:
+        if wanted is not None and s.person not in wanted:
+            continue
+        d = by.setdefault(s.person, {"nir": {}, "vis": {}})
+        d[s.modality][s.capture_id] = ImageRef(s.capture_id, str(s.path), s.channel, s.pair_id)
+    return [PersonJob(p, tuple(v for _, v in sorted(by[p]["nir"].items())),
+                      tuple(v for _, v in sorted(by[p]["vis"].items()))) for p in sorted(by)]
+
+
+@functools.lru_cache(maxsize=1)
+def _aligner():
+    from nirvis.faces.align import FaceAligner
+
+    return FaceAligner()
+
+
+def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Read and align one image.
+
+    Returns
+    -------
+    ``(face, valid)``: ``(size, size)`` uint8 for NIR or ``(size, size, 3)`` RGB for VIS, and a boolean
+    ``(size, size)`` mask of the template pixels that come from inside the source image (the rest is the
+    warp's fill, whose straight edges would otherwise correlate across spectra). ``None`` when no face is
+    found. With ``aligned=True`` the file must already be an aligned ``size x size`` face (all valid).
+    """
+    channel = ref.channel or "gray" if modality == "nir" else ref.channel
+    img = read_image(ref.path, channel=channel)
+    if modality == "vis" and img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if aligned:
+        if img.shape[:2] != (size, size):
+            raise ImageError(f"{ref.path}: --aligned needs {size}x{size} aligned faces, got shape {img.shape}")
+        return img, np.ones((size, size), bool)
+    try:
+        face = _aligner().align(img, source=ref.path)
+    except NoFaceError:
+        return None
+    ones = np.full(img.shape[:2], 255, np.uint8)
+    valid = cv2.warpAffine(ones, face.matrix, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    valid = cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0  # drop the interpolated rim
+    return face.image, valid
+
+
+def _masked_stats(img: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pix = np.asarray(img, np.float64)[valid].reshape(-1, 1 if img.ndim == 2 else img.shape[2])
+    return pix.mean(axis=0), pix.std(axis=0)
+
+
+def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224) -> Reference:
+    """The photometric reference: the first NIR and the first VIS image (in person, then capture-id
+    order) of the first person with both aligned. Deterministic for a given set of jobs.
+
+    Raises
+    ------
+    ImageError
+        If no person has an aligned NIR and an aligned VIS image.
+    """
+    for job in jobs:
+        nir_ref, nir = None, None
+        for r in job.nir:
+            nir = load_face(r, "nir", aligned=aligned, size=size)
+            if nir is not None:
+                nir_ref = r
+                break
+        if nir_ref is None:
+            continue
+        for r in job.vis:
+            vis = load_face(r, "vis", aligned=aligned, size=size)
+            if vis is not None:
+                (nm,), (ns,) = _masked_stats(*nir)
+                vm, vs = _masked_stats(*vis)
+                return Reference(float(nm), float(ns), tuple(map(float, vm)), tuple(map(float, vs)), nir_ref.id, r.id)
+    raise ImageError(f"no person among {len(jobs)} has both an aligned NIR and an aligned VIS image; "
+                     "cannot choose the photometric reference")
+
+
+def _empty_result(patch: int) -> dict[str, np.ndarray]:
+    return {"nir": np.zeros((0, patch, patch), np.uint8), "y": np.zeros((0, patch, patch), np.uint8),
+            "cb": np.zeros((0, patch, patch), np.uint8), "cr": np.zeros((0, patch, patch), np.uint8),
+            "nir_id": np.zeros((0,), "<U1"), "vis_id": np.zeros((0,), "<U1"),
+            "loc": np.zeros((0, 2), np.int16), "loc_index": np.zeros((0,), np.int16),
+            "s1": np.zeros((0,), np.float32), "s2": np.zeros((0,), np.float32),
+            "scored_s1": np.zeros((0,), np.float16), "scored_s2": np.zeros((0,), np.float16)}
+
+
+def mine_pair(nir: np.ndarray, ycrcb: np.ndarray, config: MiningConfig, valid: np.ndarray | None = None
+              ) -> tuple[dict[str, list], dict[str, int]]:
+    """Mine one aligned, normalised (NIR, VIS YCrCb) image pair, window by window (paper Sec. 3.1).
+
+    Parameters
+    ----------
+    nir
+        ``(size, size)`` uint8 NIR face.
+    ycrcb
+        ``(size, size, 3)`` uint8 VIS face in OpenCV's YCrCb order (Y, Cr, Cb).
+    valid
+        Optional ``(size, size)`` bool mask of pixels inside both source images; a window with any
+        invalid pixel is counted as ``outside`` and not registered.
+
+    Returns
+    -------
+    kept rows (lists, by window location in row-major order) and counters ``windows``, ``flat``,
+    ``ecc_error``, ``implausible``, ``registered``, ``kept``. ``scored_s1``/``scored_s2`` hold the
+    scores of every registered window.
+    """
+    grid = window_grid(config.size, config.window, config.stride)
+    w, p = config.window, config.patch
+    nir_f = nir.astype(np.float32)
+    ycc_f = ycrcb.astype(np.float32)
+    rows: dict[str, list] = {k: [] for k in ("nir", "ycc", "loc_index", "s1", "s2", "scored_s1", "scored_s2")}
+    counts = {"windows": 0, "outside": 0, FAIL_FLAT: 0, FAIL_ECC: 0, FAIL_IMPLAUSIBLE: 0, "registered": 0, "kept": 0}
+    for li, (y0, x0) in enumerate(grid):
+        counts["windows"] += 1
+        if valid is not None and not valid[y0:y0 + w, x0:x0 + w].all():
+            counts["outside"] += 1
+            continue
+        nw = np.ascontiguousarray(nir_f[y0:y0 + w, x0:x0 + w])
+        cw = np.ascontiguousarray(ycc_f[y0:y0 + w, x0:x0 + w])
+        yw = np.ascontiguousarray(cw[:, :, 0])
+        warp, fail = register_window(nw, yw, config)
+        if warp is None:
+            counts[fail] += 1
+            continue
+        counts["registered"] += 1
+        s1, s2 = score_pair(nw, warp_window(yw, warp), p)
+        rows["scored_s1"].append(s1)
+        rows["scored_s2"].append(s2)
+        if not accept(s1, s2, config):
+            continue
+        counts["kept"] += 1
+        reg = centre_crop(warp_window(cw, warp), p)
+        rows["nir"].append(centre_crop(nir[y0:y0 + w, x0:x0 + w], p))
+        rows["ycc"].append(np.clip(np.rint(reg), 0, 255).astype(np.uint8))
+        rows["loc_index"].append(li)
+        rows["s1"].append(s1)
+        rows["s2"].append(s2)
+    return rows, counts
+
+
+def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, aligned: bool = False
+                ) -> tuple[dict[str, np.ndarray], dict]:
+    """Mine every (NIR, VIS) image pair of one person.
+
+    Each image is aligned once (images with no face are counted and skipped), normalised to the
+    ``reference`` (paper Sec. 3.1), and every NIR image is paired with every VIS image. Rows are ordered
+    by NIR capture id, then VIS capture id, then window location.
+
+    Returns
+    -------
+    arrays (see :func:`_empty_result` for the keys) and a JSON-able stats dict.
+    """
+    size = config.size
+    nirs, viss, failed = [], [], []
+    for r in job.nir:
+        f = load_face(r, "nir", aligned=aligned, size=size)
+        if f is None:
+            failed.append(r.id)
+        else:
+            nirs.append((r.id, match_mean_std(f[0], reference.nir_mean, reference.nir_std, mask=f[1]), f[1]))
+    pair_of = {r.id: r.pair_id for r in job.nir}
+    for r in job.vis:
+        f = load_face(r, "vis", aligned=aligned, size=size)
+        if f is None:
+            failed.append(r.id)
+        else:
+            rgb = match_mean_std(f[0], np.array(reference.vis_mean), np.array(reference.vis_std), mask=f[1])
+            viss.append((r.id, cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb), f[1]))
+    grid = window_grid(size, config.window, config.stride)
+    out = _empty_result(config.patch)
+    acc: dict[str, list] = {k: [] for k in out}
+    totals = {"windows": 0, "outside": 0, FAIL_FLAT: 0, FAIL_ECC: 0, FAIL_IMPLAUSIBLE: 0, "registered": 0, "kept": 0,
+              "same_capture_pairs": 0, "same_capture_windows": 0, "same_capture_kept": 0}
+    for nid, nimg, nvalid in nirs:
+        for vid, ycc, vvalid in viss:
+            rows, counts = mine_pair(nimg, ycc, config, valid=nvalid & vvalid)
+            for k, v in counts.items():
+                totals[k] += v
+            if pair_of.get(nid) is not None and pair_of[nid] == vid:  # simultaneous frames (RAP3DF)
+                totals["same_capture_pairs"] += 1
+                totals["same_capture_windows"] += counts["windows"]
+                totals["same_capture_kept"] += counts["kept"]
+            acc["scored_s1"].append(np.asarray(rows["scored_s1"], np.float16))
+            acc["scored_s2"].append(np.asarray(rows["scored_s2"], np.float16))
+            n = len(rows["nir"])
+            if n == 0:
+                continue
+            ycc_p = np.stack(rows["ycc"])
+            acc["nir"].append(np.stack(rows["nir"]))
+            acc["y"].append(ycc_p[..., 0])
+            acc["cr"].append(ycc_p[..., 1])
+            acc["cb"].append(ycc_p[..., 2])
+            acc["nir_id"].append(np.array([nid] * n))
+            acc["vis_id"].append(np.array([vid] * n))
+            li = np.asarray(rows["loc_index"], np.int16)
+            acc["loc_index"].append(li)
+            acc["loc"].append(grid[li].astype(np.int16))
+            acc["s1"].append(np.asarray(rows["s1"], np.float32))
+            acc["s2"].append(np.asarray(rows["s2"], np.float32))
+    for k, parts in acc.items():
+        if parts:
+            cat = np.concatenate(parts)
+            out[k] = cat if k in ("nir_id", "vis_id") else cat.astype(out[k].dtype)
+    stats = {"person": job.person, "nir_images": len(job.nir), "vis_images": len(job.vis),
+             "nir_aligned": len(nirs), "vis_aligned": len(viss), "not_aligned": failed,
+             "image_pairs": len(nirs) * len(viss), **totals}
+    return out, stats
+
+
+def parts_dir_for(output: str | os.PathLike) -> Path:
+    """Folder of the per-person results of an unfinished run: ``<store>.parts``."""
+    output = Path(output)
+    return output.with_name(output.name + ".parts")
+
+
+def _part_path(parts_dir: Path, person: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", person)[:40]
+    return parts_dir / f"{safe}-{hashlib.sha1(person.encode()).hexdigest()[:10]}.npz"
+
+
+def _load_part(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "stats_json"}
+        stats = json.loads(str(z["stats_json"]))
+    return arrays, stats
+
+
+def _mine_and_save(task: tuple) -> dict:
+    """Worker: mine one person and write their part atomically; returns the stats."""
+    job, config_d, ref_d, aligned, parts_dir = task
+    config, reference = MiningConfig(**config_d), Reference.from_dict(ref_d)
+    t0 = time.perf_counter()
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one core per worker: parallelism is over people
+    try:
+        arrays, stats = mine_person(job, config, reference, aligned=aligned)
+    finally:
+        cv2.setNumThreads(threads)
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    atomic_save_npz(_part_path(Path(parts_dir), job.person), stats_json=np.array(json.dumps(stats)), **arrays)
+    return stats
+
+
+def _cleanup_tmp(folder: Path, pattern: str) -> None:
+    for p in folder.glob(pattern):
+        p.unlink(missing_ok=True)
+
+
+def _store_is_done(output: Path, fingerprint: str, people: list[str]) -> bool:
+    if not output.is_file():
+        return False
+    try:
+        with PatchStore(output) as st:
+            same = st.config.get("_fingerprint") == fingerprint and st.people == people
+    except StoreError:
+        return False
+    if not same:
+        raise StoreError(f"{output}: a patch store with other settings or people already exists; delete it or "
+                         "choose another -o")
+    return True
+
+
+def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: MiningConfig | None = None, *,
+               workers: int = 1, aligned: bool = False, meta: dict | None = None,
+               progress: Callable[[int, int, str], None] | None = None, keep_parts: bool = False) -> dict:
+    """Mine ``jobs`` into the HDF5 patch store ``output`` (paper Sec. 3.1); resumable and parallel.
+
+    Parameters
+    ----------
+    jobs
+        One :class:`PersonJob` per training person (see :func:`jobs_from_samples`).
+    output
+        Path of the store (``.h5``). Per-person results go to ``<output>.parts/`` until assembly.
+    config
+        Mining settings (default: the paper's).
+    workers
+        Processes over people (``spawn`` context). The store is identical for any number.
+    aligned
+        The images are already aligned ``size x size`` faces (no detection).
+    meta
+        JSON-able description written in the store (``dataset``, ``split``, ...).
+    progress
+        Called as ``progress(done, total, person)`` after each person.
+    keep_parts
+        Keep ``<output>.parts/`` after assembly (default: removed).
+
+    Returns
+    -------
+    The run's summary (see :func:`summarize`), plus ``seconds`` and ``resumed_people``.
+
+    Notes
+    -----
+    Resumption: a person is done when their part file exists (written to a temporary file, fsynced and
+    renamed). Killing the process at any moment and rerunning gives the same store: unfinished people are
+    mined again from scratch, finished ones are not, and assembly (pruning with a seeded RNG, flips) runs
+    on the canonical person order.
+    """
+    config = config or MiningConfig()
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    t0 = time.perf_counter()
+    output = Path(output)
+    jobs = sorted(jobs, key=lambda j: j.person)
+    people = [j.person for j in jobs]
+    if len(set(people)) != len(people):
+        raise ValueError("mine_store: jobs contain the same person twice")
+    fp = config.fingerprint()
+    parts = parts_dir_for(output)
+    if _store_is_done(output, fp, people):
+        log.info("%s is already complete; nothing to do", output)
+        if parts.exists() and not keep_parts:
+            shutil.rmtree(parts, ignore_errors=True)
+        with PatchStore(output) as st:
+            return {**st.summary, "seconds": round(time.perf_counter() - t0, 3), "resumed_people": len(people)}
+    parts.mkdir(parents=True, exist_ok=True)
+    _cleanup_tmp(parts, ".*.tmp*")
+    _cleanup_tmp(output.parent, f".{output.name}.*.tmp*")
+    manifest_path = parts / "manifest.json"
+    manifest = {"config": config.to_dict(), "fingerprint": fp, "people": people, "aligned": aligned,
+                "meta": meta or {}}
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if any(old.get(k) != manifest[k] for k in ("fingerprint", "people", "aligned")):
+            raise StoreError(f"{parts}: an unfinished run with other settings or people is here; delete the folder "
+                             "or choose another -o")
+        reference = Reference.from_dict(old["reference"])
+    else:
+        reference = choose_reference(jobs, aligned=aligned, size=config.size)
+        manifest["reference"] = reference.to_dict()
+        atomic_write_json(manifest_path, manifest)
+    todo = [j for j in jobs if not _part_path(parts, j.person).is_file()]
+    resumed = len(jobs) - len(todo)
+    log.info("mining %d people (%d already done) with %d worker(s)", len(todo), resumed, workers)
+    tasks = [(j, config.to_dict(), reference.to_dict(), aligned, str(parts)) for j in todo]
+    done = resumed
+    if progress:
+        progress(done, len(jobs), "")
+    if workers == 1 or len(tasks) <= 1:
+        for t in tasks:
+            st = _mine_and_save(t)
+            done += 1
+            if progress:
+                progress(done, len(jobs), st["person"])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(workers, len(tasks))) as pool:
+            for st in pool.imap_unordered(_mine_and_save, tasks):
+                done += 1
+                if progress:
+                    progress(done, len(jobs), st["person"])
+    summary = assemble(output, jobs, parts, config, reference, meta=meta or {})
+    if not keep_parts:
+        shutil.rmtree(parts, ignore_errors=True)
+    return {**summary, "seconds": round(time.perf_counter() - t0, 3), "resumed_people": resumed}
+
+
+def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: MiningConfig, reference: Reference,
+             *, meta: dict) -> dict:
+    """Prune, flip and write the parts of ``jobs`` (in person order) into the store, atomically.
+
+    Pruning (:func:`nirvis.mining.prune.prune_per_location`) sees all people's kept pairs in canonical
+    order; each kept pair is followed by its horizontal flip at the mirrored location.
+    """
+    people = [j.person for j in jobs]
+    n_loc = len(window_grid(config.size, config.window, config.stride))
+    locs, stats_all, id_len = [], [], 1
+    for j in jobs:
+        arrays, stats = _load_part(_part_path(parts, j.person))
+        locs.append(arrays["loc_index"].astype(np.int64))
+        stats_all.append(stats)
+        for k in ("nir_id", "vis_id"):
+            if arrays[k].size:
+                id_len = max(id_len, max(len(s.encode()) for s in arrays[k]))
+    all_loc = np.concatenate(locs) if locs else np.zeros(0, np.int64)
+    keep, cap = prune_per_location(all_loc, n_loc, config.prune_quantile, config.seed)
+    summary = summarize(stats_all, all_loc, keep, cap, n_loc, config)
+    config_d = {**config.to_dict(), "_fingerprint": config.fingerprint()}
+
+    def write(tmp: Path) -> None:
+        import h5py
+
+        with h5py.File(tmp, "w", track_order=True) as h5:
+            create_store(h5, config.patch, id_len)
+            start = 0
+            for pi, j in enumerate(jobs):
+                arrays, _ = _load_part(_part_path(parts, j.person))
+                n = arrays["loc_index"].shape[0]
+                k = keep[start:start + n]
+                start += n
+                append_pairs(h5, {"scored/s1": arrays["scored_s1"], "scored/s2": arrays["scored_s2"]})
+                m = int(k.sum())
+                if m == 0:
+                    continue
+                rows = {f: arrays[f][k] for f in ("nir", "y", "cb", "cr", "loc", "s1", "s2")}
+                rows["nir_id"] = np.char.encode(arrays["nir_id"][k], "utf-8")
+                rows["vis_id"] = np.char.encode(arrays["vis_id"][k], "utf-8")
+                rows["person"] = np.full(m, pi, np.int32)
+                rows["flip"] = np.zeros(m, bool)
+                if config.flip:
+                    fl = dict(rows)
+                    for f in ("nir", "y", "cb", "cr"):
+                        fl[f] = rows[f][:, :, ::-1]
+                    fl["loc"] = rows["loc"].copy()
+                    fl["loc"][:, 1] = mirror_x(rows["loc"][:, 1], config.size, config.window)
+                    fl["flip"] = np.ones(m, bool)
+                    # interleave: each pair, then its flip
+                    rows = {f: np.stack([rows[f], fl[f]], axis=1).reshape(2 * m, *rows[f].shape[1:]) for f in rows}
+                append_pairs(h5, rows)
+            h5.attrs["format"] = FORMAT
+            h5.attrs["version"] = VERSION
+            h5.attrs["people"] = json.dumps(people)
+            h5.attrs["config"] = json.dumps(config_d, sort_keys=True)
+            h5.attrs["reference"] = json.dumps(reference.to_dict(), sort_keys=True)
+            h5.attrs["summary"] = json.dumps(summary, sort_keys=True)
+            h5.attrs["meta"] = json.dumps(meta, sort_keys=True, default=str)
+            h5.attrs["complete"] = True
+
+    atomic_write(output, write)
+    log.info("wrote %s: %d pairs from %d people", output, summary["pairs_stored"], len(people))
+    return summary
+
+
+def summarize(stats: list[dict], loc_index: np.ndarray, keep: np.ndarray, cap: int, n_loc: int,
+              config: MiningConfig) -> dict:
+    """Totals and per-person counts of a run (deterministic: no timings)."""
+    keys = ("windows", "outside", FAIL_FLAT, FAIL_ECC, FAIL_IMPLAUSIBLE, "registered", "kept", "image_pairs",
+            "nir_images", "vis_images", "nir_aligned", "vis_aligned", "same_capture_pairs",
+            "same_capture_windows", "same_capture_kept")
+    tot = {k: int(sum(s[k] for s in stats)) for k in keys}
+    kept_after = int(keep.sum())
+    per_person = []
+    start = 0
+    for s in stats:
+        n = s["kept"]
+        per_person.append({"person": s["person"], "image_pairs": s["image_pairs"], "windows": s["windows"],
+                           "registered": s["registered"], "kept": n,
+                           "same_capture_kept": s["same_capture_kept"], "kept_after_prune": int(keep[start:start + n].sum()),
+                           "not_aligned": s["not_aligned"],
+                           "acceptance": round(n / s["windows"], 4) if s["windows"] else None})
+        start += n
+    return {
+        "people": len(stats), **{f"total_{k}": v for k, v in tot.items()},
+        "windows_tried": tot["windows"],
+        "windows_outside_image": tot["outside"],
+        "registration_failures": tot[FAIL_FLAT] + tot[FAIL_ECC] + tot[FAIL_IMPLAUSIBLE],
+        "registration_failures_by_kind": {FAIL_FLAT: tot[FAIL_FLAT], FAIL_ECC: tot[FAIL_ECC],
+                                          FAIL_IMPLAUSIBLE: tot[FAIL_IMPLAUSIBLE]},
+        "pairs_kept": tot["kept"], "pairs_pruned": tot["kept"] - kept_after, "pairs_after_prune": kept_after,
+        "pairs_stored": kept_after * (2 if config.flip else 1), "prune_cap_per_location": cap,
+        "acceptance_of_windows": round(tot["kept"] / tot["windows"], 4) if tot["windows"] else None,
+        "acceptance_of_registered": round(tot["kept"] / tot["registered"], 4) if tot["registered"] else None,
+        "acceptance_same_capture": (round(tot["same_capture_kept"] / tot["same_capture_windows"], 4)
+                                    if tot["same_capture_windows"] else None),
+        "acceptance_other_pairs": (round((tot["kept"] - tot["same_capture_kept"])
+                                         / (tot["windows"] - tot["same_capture_windows"]), 4)
+                                   if tot["windows"] > tot["same_capture_windows"] else None),
+        "kept_per_location": np.bincount(loc_index, minlength=n_loc).tolist(),
+        "kept_per_location_after_prune": np.bincount(loc_index[keep], minlength=n_loc).tolist(),
+        "per_person": per_person,
+    }

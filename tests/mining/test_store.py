@@ -1,0 +1,110 @@
+"""The patch store: content, flips, determinism over workers, people check, chunked reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from nirvis.datasets.folder import scan_folder
+from nirvis.mining import MiningConfig, PatchStore, StorePeopleError, check_store_people, mine_store
+from nirvis.mining.miner import jobs_from_samples, parts_dir_for
+from nirvis.mining.report import write_report
+from nirvis.mining.store import StoreError
+
+from .synth import write_folder
+
+CFG = MiningConfig(stride=24, prune_quantile=0.5)
+PEOPLE = ["alice", "bob", "carol"]
+
+
+def read_all(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as h5:
+        out = {k: h5[k][:] for k in ("nir", "y", "cb", "cr", "person", "nir_id", "vis_id", "loc", "s1", "s2", "flip")}
+        out["scored_s1"] = h5["scored/s1"][:]
+        out["attrs"] = {k: h5.attrs[k] for k in ("people", "config", "summary", "reference")}
+    return out
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    x, y = read_all(a), read_all(b)
+    assert x.keys() == y.keys()
+    for k in x:
+        if k == "attrs":
+            assert x[k] == y[k]
+        else:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("synth"), PEOPLE, n_nir=2, n_vis=1)
+
+
+@pytest.fixture(scope="module")
+def store(folder: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "p.h5"
+    summary = mine_store(jobs_from_samples(scan_folder(folder)), out, CFG, workers=1, aligned=True)
+    assert summary["pairs_kept"] > 0
+    return out
+
+
+def test_store_content_and_flips(store: Path) -> None:
+    with PatchStore(store) as st:
+        assert st.people == PEOPLE
+        n = len(st)
+        assert n > 0 and n % 2 == 0
+        rows = st.read(slice(0, n))
+        s = st.summary
+    assert rows["nir"].shape == (n, 40, 40) and rows["nir"].dtype == np.uint8
+    assert (rows["flip"][1::2]).all() and not rows["flip"][::2].any()
+    np.testing.assert_array_equal(rows["nir"][1::2], rows["nir"][::2, :, ::-1])
+    np.testing.assert_array_equal(rows["cr"][1::2], rows["cr"][::2, :, ::-1])
+    np.testing.assert_array_equal(rows["loc"][1::2, 1], 164 - rows["loc"][::2, 1])
+    assert (rows["s1"] >= 0.4).all() and (rows["s1"] + rows["s2"] > 1).all()
+    assert s["windows_tried"] == 3 * 2 * 49
+    assert s["pairs_stored"] == n == 2 * (s["pairs_kept"] - s["pairs_pruned"])
+    assert max(s["kept_per_location_after_prune"]) <= s["prune_cap_per_location"]
+    # ordered by person, then NIR id, then location
+    person = rows["person"][::2]
+    assert (np.diff(person) >= 0).all()
+    assert not parts_dir_for(store).exists()
+
+
+def test_store_reads_in_batches(store: Path) -> None:
+    with PatchStore(store) as st:
+        sizes = [b["nir"].shape[0] for b in st.iter_batches(7, fields=("nir", "person"))]
+        assert sum(sizes) == len(st) and max(sizes) == 7
+        assert st.dataset("nir").chunks[0] == 256
+        bob = st.person_rows(["bob"])
+        assert (st.read(bob, fields=("person",))["person"] == 1).all()
+
+
+def test_identical_for_any_number_of_workers(folder: Path, store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p2.h5"
+    mine_store(jobs_from_samples(scan_folder(folder)), out, CFG, workers=2, aligned=True)
+    assert_same_store(store, out)
+
+
+def test_check_store_people(store: Path) -> None:
+    check_store_people(store, ["dave"])
+    with pytest.raises(StorePeopleError, match=r"holds 1 forbidden \(test\) people, e.g. \['bob'\]"):
+        check_store_people(store, ["bob", "dave"])
+    with pytest.raises(StoreError, match="not found"):
+        check_store_people(store.with_name("missing.h5"), [])
+
+
+def test_rerun_on_complete_store_is_a_no_op(folder: Path, store: Path) -> None:
+    before = store.stat().st_mtime_ns
+    s = mine_store(jobs_from_samples(scan_folder(folder)), store, CFG, workers=1, aligned=True)
+    assert s["resumed_people"] == 3 and store.stat().st_mtime_ns == before
+    with pytest.raises(StoreError, match="other settings or people"):
+        mine_store(jobs_from_samples(scan_folder(folder)), store, MiningConfig(stride=30), aligned=True)
+
+
+def test_report_files(store: Path, tmp_path: Path) -> None:
+    files = write_report(store, tmp_path / "rep", n_sheet=6)
+    for k in ("summary", "heatmap", "scores", "sheet"):
+        assert files[k].is_file() and files[k].stat().st_size > 0
