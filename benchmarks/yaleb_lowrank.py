@@ -59,6 +59,7 @@ def illumination_subset(azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarra
     a = np.radians(np.asarray(azimuth, dtype=np.float64))
     e = np.radians(np.asarray(elevation, dtype=np.float64))
     angle = np.degrees(np.arccos(np.clip(np.cos(a) * np.cos(e), -1.0, 1.0)))
+    angle = np.round(angle, 6)  # so that e.g. A = 0, E = 25 is exactly 25 (subset 2), not 25.000000000000004
     return 1 + np.searchsorted(np.asarray(SUBSET_EDGES), angle, side="left")
 
 

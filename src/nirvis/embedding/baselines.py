@@ -29,7 +29,8 @@ def _check_int(name: str, param: str, value, minimum: int = 1, allow_none: bool 
     if allow_none and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name}: {param} must be an int >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name}: {param} must be an int >= {minimum}{extra}, got {value!r}")
 
 
 def _check_positive(name: str, param: str, value) -> None:

@@ -217,7 +217,8 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{json_path}: not a nirvis embedding file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{json_path}: not a nirvis embedding file (format {found!r}, expected {FORMAT!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{json_path}: format_version {meta.get('format_version')!r} is not supported "
                          f"(this nirvis reads {FORMAT_VERSION})")

@@ -41,13 +41,21 @@ in float64, ``1e-4`` when the large products run in float32).
 Step rules
 ----------
 ``"backtracking"`` (default)
-    Armijo backtracking on ``f`` itself: a step is accepted only when
-    ``f(T+) <= f(T) - 1e-4 * ||T+ - T||_F^2 / t``; the step is halved until it is, and doubled
-    after each success. ``objective_history_`` is therefore strictly decreasing. When no step down
-    to ``1e-12 ||T||_F`` decreases ``f`` (a kink of the nonsmooth ``f``), the run stops.
+    Armijo backtracking on ``f`` itself: a step ``T+`` is accepted only when
+    ``f(T+) <= f(T) - 1e-4 * ||T+ - T||_F^2 / t``, so ``objective_history_`` strictly decreases.
+    The step is halved until it is accepted, and grown by 1.25 after a step accepted at the first
+    try. The search direction is an epsilon-subgradient: singular values below ``1e-3`` of their
+    block's largest are left out of it (they add at most ``1e-3 sigma_max`` each to ``f``, and
+    their unit-weight subgradient terms otherwise make the steps zig-zag across the kink of the
+    nuclear norm at zero). When 20 halvings find no decrease, ``T`` has (nearly) collapsed some
+    direction and ``-G`` would undo it: the direction is recomputed with a threshold ten times
+    larger (up to ``1e-2``) and ``T``'s near-null space frozen (``G`` projected off it). When
+    even that fails, the run stops (``stop_reason_ = "line_search"``). It also stops when ``f``
+    drops by less than ``tol * f`` over ``n_iter_no_change`` iterations (``"tol"``).
 ``"diminishing"``
-    Classical subgradient method: step length ``step_size * ||T||_F / sqrt(k)`` at iteration ``k``,
-    no test on ``f``; the iterate with the smallest ``f`` is kept.
+    The classical subgradient method: step length ``step_size * ||T||_F / sqrt(k)`` at iteration
+    ``k``, no test on ``f``; the iterate with the smallest ``f`` is returned. Runs ``max_iter``
+    iterations (or until early stopping).
 
 Scale
 -----
@@ -70,6 +78,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 
 from nirvis.embedding.base import LinearEmbeddingMixin, fit_pca, resolve_n_components, validate_X_y
 
@@ -87,7 +96,7 @@ _MIN_ETA = 1e-12  # smallest relative step tried
 _MAX_BACKTRACKS = 20  # halvings tried before the search direction is changed
 _EPS_DIR = 1e-3  # singular values below this (relative) are ignored by the search direction
 _MAX_EPS_DIR = 1e-2  # largest such threshold tried when no step decreases f
-_NULL_PROJ = True
+_THREADED_FROM_D = 256  # below this PCA dimension the descent runs BLAS on one thread
 _REFRESH_EVERY = 20  # recompute Z = X T^T from T every so many accepted steps (float32 drift)
 
 
@@ -172,9 +181,11 @@ class _Problem:
     codes : ndarray of shape (n,)
         Class index of each row, ``0 .. n_classes - 1``.
     dtype : {"float64", "float32"}
-        Precision of the ``(n x d) (d x d)`` and ``d x d`` products and of the ``d x d``
-        eigen-decompositions. ``T`` itself, the small class Grams and their eigen-decompositions,
-        and all sums stay in float64.
+        Precision of the two large ``(n x d) (d x d)`` products of an iteration (``Z = X T^T``,
+        ``D = X G^T``, ``Z^T W``) and of the class Gram updates. ``T``, the ``d x d`` Grams
+        ``T C T^T`` and every eigen-decomposition stay in float64: in float32 the small eigenvalues
+        of ``T C T^T`` are lost in rounding (``sqrt(1e-7) = 3e-4`` of the largest singular value),
+        which stalled the descent on a test problem.
     """
 
     def __init__(self, X: np.ndarray, codes: np.ndarray, dtype: str = "float64") -> None:
@@ -186,8 +197,7 @@ class _Problem:
         counts = np.bincount(codes)
         row_class = counts > d
         size_key = np.where(row_class[codes], n + 1, counts[codes])
-        order = np.lexsort((codes, size_key))
-        self.order = order
+        order = np.lexsort((codes, size_key))  # classes contiguous, grouped by size
         Xs = X[order]
         cs = codes[order]
         self.X = np.ascontiguousarray(Xs, dtype=self.wdtype)
@@ -211,7 +221,7 @@ class _Problem:
             row_C.append(Xs.T @ Xs)
             row_sign.append(-1.0)
         self.groups = groups
-        self.C = (np.stack(row_C) if row_C else np.zeros((0, d, d))).astype(self.wdtype)
+        self.C = np.stack(row_C) if row_C else np.zeros((0, d, d))  # float64 always
         self.row_sign = np.asarray(row_sign, dtype=np.float64)
 
     # ---- pieces ---------------------------------------------------------------------------------
@@ -229,7 +239,7 @@ class _Problem:
 
     def _finish(self, T, Z, TC, col_gram, row_S) -> _Point:
         col_eig = [_eigh(Gm) for Gm in col_gram]
-        row_eig = _eigh(row_S.astype(np.float64))
+        row_eig = _eigh(row_S)
         return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, self._value(col_eig, row_eig[0]))
 
     def point(self, T: np.ndarray) -> _Point:
@@ -240,9 +250,8 @@ class _Problem:
         for g in self.groups:
             Zb = self._blocks(Z, g).astype(np.float64)
             col_gram.append(Zb @ Zb.transpose(0, 2, 1))
-        Tw = T.astype(self.wdtype)
-        TC = Tw @ self.C
-        row_S = TC @ Tw.T
+        TC = T @ self.C
+        row_S = TC @ T.T
         return self._finish(T, Z, TC, col_gram, row_S)
 
     def gradient(self, p: _Point, rtol: float | None = None) -> np.ndarray:
@@ -263,9 +272,8 @@ class _Problem:
             G += (p.Z.T @ W).astype(np.float64)
         if self.C.shape[0]:
             lam, U = p.row_eig
-            w = (self.row_sign[:, None] * _inv(_sigma(lam, rtol))).astype(self.wdtype)
-            U = U.astype(self.wdtype, copy=False)
-            G += (U @ (w[:, :, None] * (U.transpose(0, 2, 1) @ p.TC))).sum(axis=0, dtype=np.float64)
+            w = self.row_sign[:, None] * _inv(_sigma(lam, rtol))
+            G += (U @ (w[:, :, None] * (U.transpose(0, 2, 1) @ p.TC))).sum(axis=0)
         return G
 
     def direction(self, p: _Point, G: np.ndarray) -> _Direction:
@@ -278,18 +286,21 @@ class _Problem:
             Zb, Db = self._blocks(p.Z, g), self._blocks(D, g)
             G1.append((Zb @ Db.transpose(0, 2, 1)).astype(np.float64))
             G2.append((Db @ Db.transpose(0, 2, 1)).astype(np.float64))
-        GC = Gw @ self.C
-        K = p.TC @ Gw.T
-        H = GC @ Gw.T
+        # float64: in float32 the rounding of these increments (~1e-7 t |T C G^T|) lifts the
+        # collapsed eigenvalues of T C T^T to singular values ~3e-4 t^0.5 of the largest, which
+        # stalled the descent on a test problem (as float32 T C T^T itself did).
+        GC = G @ self.C
+        K = p.TC @ G.T
+        H = GC @ G.T
         return _Direction(G, D, G1, G2, GC, K, H)
 
     def trial(self, p: _Point, r: _Direction, t: float) -> tuple[float, list, list, np.ndarray, tuple]:
         """``f(T - tG)`` and the Grams / eigen-decompositions there."""
-        col_gram = [G0 - t * (G1 + G1.transpose(0, 2, 1)) + (t * t) * G2 for G0, G1, G2 in zip(p.col_gram, r.col_G1, r.col_G2)]
-        tw = self.wdtype.type(t)
-        row_S = p.row_S - tw * (r.K + r.K.transpose(0, 2, 1)) + (tw * tw) * r.H
+        col_gram = [G0 - t * (G1 + G1.transpose(0, 2, 1)) + (t * t) * G2
+                    for G0, G1, G2 in zip(p.col_gram, r.col_G1, r.col_G2)]
+        row_S = p.row_S - t * (r.K + r.K.transpose(0, 2, 1)) + (t * t) * r.H
         col_eig = [_eigh(Gm) for Gm in col_gram]
-        row_eig = _eigh(row_S.astype(np.float64))  # numpy's float64 eigh is not slower than float32's
+        row_eig = _eigh(row_S)
         return self._value(col_eig, row_eig[0]), col_gram, col_eig, row_S, row_eig
 
     def accept(self, p: _Point, r: _Direction, t: float, trial: tuple, scale: float = 1.0) -> _Point:
@@ -300,11 +311,11 @@ class _Problem:
         tw, aw = self.wdtype.type(t), self.wdtype.type(a)
         T = (p.T - t * r.G) * a
         Z = (p.Z - tw * r.D) * aw
-        TC = (p.TC - tw * r.GC) * aw
+        TC = (p.TC - t * r.GC) * a
         if scale != 1.0:
             col_gram = [Gm * a2 for Gm in col_gram]
             col_eig = [(lam * a2, V) for lam, V in col_eig]
-            row_S = row_S * (aw * aw)
+            row_S = row_S * a2
             row_eig = (row_eig[0] * a2, row_eig[1])
             f = f * a
         return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, f)
@@ -514,7 +525,7 @@ def _minimize(
         new = None
         while True:
             G = prob.gradient(p, eps_dir)
-            if eps_dir > eps_base and _NULL_PROJ:
+            if eps_dir > eps_base:
                 G = _project_off_null(G, p.T, eps_dir)
             gnorm = float(np.linalg.norm(G))
             if not np.isfinite(gnorm):
@@ -642,7 +653,8 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
     max_iter : int, default=100
         Maximum number of iterations.
     tol : float, default=1e-5
-        Backtracking stops when an accepted step decreases ``f`` by less than ``tol * f``.
+        Backtracking stops when ``f`` decreases by less than ``tol * f`` over ``n_iter_no_change``
+        iterations (not used by ``"diminishing"``).
     normalize : bool, default=False
         Keep ``||T||_2 = 1`` (Qiu & Sapiro) by dividing each iterate by its spectral norm. The paper
         drops this constraint.
@@ -657,10 +669,11 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
     validation_fraction : float, default=0.2
         Share of the people held out when ``early_stopping`` (at least 2 people).
     n_iter_no_change : int, default=10
-        Patience of early stopping, in iterations.
+        Patience of early stopping, and window of ``tol``, in iterations.
     dtype : {"float64", "float32"}, default="float64"
-        Precision of the two large ``(n x d) @ (d x d)`` products of an iteration. Grams,
-        eigen-decompositions and ``T`` stay in float64.
+        Precision of the two large ``(n x d) @ (d x d)`` products of an iteration (about half
+        the time at ``n = 8750, d = 1024``). ``T``, the ``d x d`` Grams and every
+        eigen-decomposition stay in float64.
     random_state : int, RandomState or None, default=None
         Seeds the choice of held-out people (the descent itself is deterministic).
 
@@ -783,11 +796,14 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
                                             None if is_nir is None else is_nir[~train])
 
         prob = _Problem(Ytr, ctr.astype(np.intp), self.dtype)
-        res = _minimize(
-            prob, np.eye(k), step=self.step, step_size=float(self.step_size), max_iter=int(self.max_iter),
-            tol=float(self.tol), normalize=bool(self.normalize), validate=validate,
-            n_iter_no_change=int(self.n_iter_no_change),
-        )
+        # Threads do not pay on small matrices, and on a busy machine they cost a lot (a 40-D
+        # problem ran 30x slower with 2 BLAS threads than with 1 while other processes ran).
+        with threadpool_limits(limits=1 if k < _THREADED_FROM_D else None, user_api="blas"):
+            res = _minimize(
+                prob, np.eye(k), step=self.step, step_size=float(self.step_size), max_iter=int(self.max_iter),
+                tol=float(self.tol), normalize=bool(self.normalize), validate=validate,
+                n_iter_no_change=int(self.n_iter_no_change),
+            )
         if res.stop_reason == "max_iter" and self.step == "backtracking":
             warnings.warn(
                 f"LowRankTransform: max_iter={self.max_iter} reached before the relative decrease of f "

@@ -1,0 +1,106 @@
+"""Baselines (none / PCA / ITML / LMNN) and the make_embedding registry."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from embedding_synthetic import union_of_subspaces
+from nirvis.embedding import (
+    EMBEDDINGS,
+    IdentityEmbedding,
+    ITMLEmbedding,
+    LMNNEmbedding,
+    LowRankTransform,
+    PCAEmbedding,
+    available_embeddings,
+    make_embedding,
+    method_name,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, _, _ = union_of_subspaces(0, n_classes=5, dim=12, per_spectrum=6, noise=0.05)
+    return X, y
+
+
+def test_registry_names_and_classes():
+    assert available_embeddings() == ["none", "pca", "lowrank", "itml", "lmnn"]
+    expected = {"none": IdentityEmbedding, "pca": PCAEmbedding, "lowrank": LowRankTransform,
+                "itml": ITMLEmbedding, "lmnn": LMNNEmbedding}
+    for name, cls in expected.items():
+        model = make_embedding(name)
+        assert type(model) is cls and EMBEDDINGS[name] is cls
+        assert method_name(model) == name
+    assert make_embedding("lowrank", max_iter=7).max_iter == 7
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown embedding method 'lda'; valid: none, pca, lowrank, itml, lmnn"):
+        make_embedding("lda")
+    with pytest.raises(ValueError, match=r"LMNNEmbedding \('lmnn'\) has no parameter k; valid: .*n_neighbors"):
+        make_embedding("lmnn", k=3)
+    with pytest.raises(ValueError, match="not a nirvis embedding"):
+        method_name(object())
+
+
+def test_identity_and_pca(data):
+    X, y = data
+    np.testing.assert_array_equal(IdentityEmbedding().fit(X).transform(X), X)
+    pca = PCAEmbedding(n_components=4).fit(X, y)
+    np.testing.assert_allclose(pca.components_ @ pca.components_.T, np.eye(4), atol=1e-10)
+    Z = pca.transform(X)
+    var = Z.var(axis=0)
+    assert np.all(np.diff(var) <= 1e-12), "components sorted by decreasing variance"
+    assert PCAEmbedding().fit(X).n_components_ == 12  # 1024 capped at the feature dimension
+
+
+@pytest.mark.parametrize("cls,params", [(ITMLEmbedding, {"max_iter": 20}), (LMNNEmbedding, {"max_iter": 20})])
+def test_metric_learn_baselines_fit_and_expose_a_linear_map(data, cls, params):
+    X, y = data
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="metric_learn")
+        model = cls(n_components=8, random_state=0, **params).fit(X, y)
+    assert model.components_.shape == (8, 12)
+    np.testing.assert_allclose(model.components_, model.metric_components_ @ model.pca_components_)
+    np.testing.assert_allclose(model.transform(X), (X - model.mean_) @ model.components_.T)
+    assert not np.allclose(model.metric_components_, np.eye(8)), "the metric learner did something"
+    assert model.n_iter_ >= 1
+
+
+def test_lmnn_caps_neighbours_at_the_smallest_class():
+    X, y, _, _ = union_of_subspaces(0, n_classes=4, dim=10, per_spectrum=3)
+    y = y.copy()
+    keep = np.ones(len(y), bool)
+    keep[np.flatnonzero(y == 0)[3:]] = False  # class 0 keeps 3 samples: 2 neighbours possible
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="metric_learn")
+        model = LMNNEmbedding(n_neighbors=5, max_iter=5).fit(X[keep], y[keep])
+    assert model.n_neighbors_ == 2
+    single = keep.copy()
+    single[np.flatnonzero(y == 1)[1:]] = False
+    with pytest.raises(ValueError, match=r"at least 2 samples per class.*1 class\(es\)"):
+        LMNNEmbedding(max_iter=5).fit(X[single], y[single])
+
+
+@pytest.mark.parametrize("model,match", [
+    (ITMLEmbedding(gamma=-1), "gamma must be a positive number, got -1"),
+    (ITMLEmbedding(max_iter=0), "max_iter must be an int >= 1, got 0"),
+    (LMNNEmbedding(n_neighbors=0), "n_neighbors must be an int >= 1, got 0"),
+    (LMNNEmbedding(regularization=2.0), r"regularization must be in \[0, 1\], got 2.0"),
+    (PCAEmbedding(n_components=-3), "n_components must be a positive int or None, got -3"),
+])
+def test_bad_parameters_are_named(data, model, match):
+    X, y = data
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, y)
+
+
+def test_feature_count_is_checked(data):
+    X, y = data
+    for model in (IdentityEmbedding().fit(X), PCAEmbedding(4).fit(X)):
+        with pytest.raises(ValueError, match=f"X has 3 features, but {type(model).__name__} is expecting 12"):
+            model.transform(X[:, :3])

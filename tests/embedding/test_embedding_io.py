@@ -1,0 +1,112 @@
+"""Saving / loading embeddings: .npz + .json, fingerprints, integrity."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from embedding_synthetic import union_of_subspaces
+from nirvis.embedding import LinearEmbedding, available_embeddings, load_embedding, make_embedding, save_embedding
+from nirvis.errors import ModelMismatchError
+
+FP = "dlib-resnet128:3f2a9c01d4"
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, _, _ = union_of_subspaces(0, n_classes=5, dim=12, per_spectrum=6, noise=0.05)
+    return X, y
+
+
+def _fitted(method, X, y):
+    params = {} if method == "none" else {"n_components": 8}
+    if method in ("lowrank", "itml", "lmnn"):
+        params["max_iter"] = 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_embedding(method, **params).fit(X, y)
+
+
+@pytest.mark.parametrize("method", available_embeddings())
+def test_round_trip_gives_the_same_map(tmp_path, data, method):
+    X, y = data
+    model = _fitted(method, X, y)
+    npz, js = save_embedding(model, tmp_path / "emb", FP)
+    assert (npz.name, js.name) == ("emb.npz", "emb.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.json", "emb.npz"], "no temporary file left"
+    loaded = load_embedding(tmp_path / "emb")
+    assert isinstance(loaded, LinearEmbedding)
+    assert loaded.method == method and loaded.embedder_fingerprint == FP
+    np.testing.assert_allclose(loaded.transform(X, fingerprint=FP), model.transform(X), rtol=0, atol=0)
+    meta = json.loads(js.read_text())
+    assert meta["format"] == "nirvis-embedding" and meta["estimator"] == type(model).__name__
+    assert meta["params"] == json.loads(json.dumps(model.get_params()))
+    with np.load(npz, allow_pickle=False) as z:  # plain arrays only, no pickled objects
+        assert all(z[k].dtype != object for k in z.files)
+    if method == "lowrank":
+        np.testing.assert_array_equal(loaded.objective_history_, model.objective_history_)
+        assert meta["fit"]["stop_reason"] == model.stop_reason_
+
+
+def test_features_of_another_embedder_are_refused(tmp_path, data):
+    X, y = data
+    save_embedding(_fitted("pca", X, y), tmp_path / "pca.npz", FP)
+    loaded = load_embedding(tmp_path / "pca.json")
+    with pytest.raises(ModelMismatchError, match=r"'dlib-resnet128:3f2a9c01d4'.*'arcface:0123456789'") as err:
+        loaded.transform(X, fingerprint="arcface:0123456789")
+    assert "pca.json" in str(err.value)
+    with pytest.raises(ModelMismatchError):
+        loaded.check_fingerprint("arcface:0123456789")
+    loaded.check_fingerprint(FP)
+    assert loaded.transform(X).shape == (len(X), 8)  # no fingerprint given: no check
+    with pytest.raises(ValueError, match="X has 5 features, but LinearEmbedding is expecting 12 features"):
+        loaded.transform(X[:, :5], fingerprint=FP)
+
+
+def test_resaving_a_loaded_embedding_keeps_it(tmp_path, data):
+    X, y = data
+    save_embedding(_fitted("lowrank", X, y), tmp_path / "a", FP)
+    first = load_embedding(tmp_path / "a")
+    save_embedding(first, tmp_path / "b", FP)
+    second = load_embedding(tmp_path / "b.npz")
+    np.testing.assert_array_equal(second.components_, first.components_)
+    assert second.method == "lowrank"
+
+
+def test_a_mismatched_pair_is_refused(tmp_path, data):
+    X, y = data
+    save_embedding(_fitted("pca", X, y), tmp_path / "m", FP)
+    save_embedding(_fitted("none", X, y), tmp_path / "other", FP)
+    (tmp_path / "other.npz").replace(tmp_path / "m.npz")  # arrays from another save
+    with pytest.raises(ValueError, match=r"m.npz is not the array file .*m.json was saved with"):
+        load_embedding(tmp_path / "m")
+
+
+def test_missing_and_malformed_files(tmp_path, data):
+    X, y = data
+    with pytest.raises(FileNotFoundError, match="nothing.json: no such embedding metadata file"):
+        load_embedding(tmp_path / "nothing")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        load_embedding(tmp_path / "bad")
+    (tmp_path / "alien.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a nirvis embedding file"):
+        load_embedding(tmp_path / "alien")
+    save_embedding(_fitted("pca", X, y), tmp_path / "gone", FP)
+    (tmp_path / "gone.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="gone.npz: no such file"):
+        load_embedding(tmp_path / "gone")
+
+
+def test_save_needs_a_fitted_model_and_a_fingerprint(tmp_path, data):
+    X, y = data
+    with pytest.raises(NotFittedError):
+        save_embedding(make_embedding("pca"), tmp_path / "x", FP)
+    with pytest.raises(ValueError, match="embedder_fingerprint must be a non-empty str, got ''"):
+        save_embedding(_fitted("pca", X, y), tmp_path / "x", "")
+    with pytest.raises(ValueError, match="not a nirvis embedding estimator"):
+        save_embedding(np.eye(3), tmp_path / "x", FP)
