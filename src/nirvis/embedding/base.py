@@ -43,15 +43,18 @@ def resolve_n_components(name: str, n_components: int | None, n_samples: int, n_
     return int(min(n_components, n_samples, n_features))
 
 
-def fit_pca(X: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_pca(X: np.ndarray, n_components: int, center: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Principal axes of ``X``: ``(mean, components)`` with components of shape ``(k, n_features)``.
+
+    With ``center=False`` the mean is zero and the axes are those of the uncentred second moment (the
+    shared mean direction of the features is kept as a direction, not subtracted).
 
     Rows of ``components`` are orthonormal, sorted by decreasing variance, with the sign fixed so
     that the largest-magnitude entry of each row is positive (deterministic output).
     Uses the ``d x d`` covariance when ``n_samples > n_features`` (cheaper), else a thin SVD.
     """
     X = np.asarray(X, dtype=np.float64)
-    mean = X.mean(axis=0)
+    mean = X.mean(axis=0) if center else np.zeros(X.shape[1])
     Xc = X - mean
     n, d = Xc.shape
     if n > d:

@@ -674,6 +674,10 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         Precision of the two large ``(n x d) @ (d x d)`` products of an iteration (about half
         the time at ``n = 8750, d = 1024``). ``T``, the ``d x d`` Grams and every
         eigen-decomposition stay in float64.
+    center : bool, default=True
+        Subtract the training mean before the PCA and ``T`` (``mean_``). With ``False`` the map is
+        linear (``mean_`` is zero): the direction that all faces share stays a feature, and ``T`` can
+        learn what to do with it. On dlib features of RAP3DF, centring cost rank-1 (docs/BENCHMARKS.md).
     random_state : int, RandomState or None, default=None
         Seeds the choice of held-out people (the descent itself is deterministic).
 
@@ -721,6 +725,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         validation_fraction: float = 0.2,
         n_iter_no_change: int = 10,
         dtype: str = "float64",
+        center: bool = True,
         random_state=None,
     ) -> None:
         self.n_components = n_components
@@ -733,6 +738,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.center = center
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -751,7 +757,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
                 raise bad(param, "an int >= 1")
         if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not self.tol >= 0:
             raise bad("tol", "a float >= 0")
-        for param in ("normalize", "early_stopping"):
+        for param in ("normalize", "early_stopping", "center"):
             if not isinstance(getattr(self, param), (bool, np.bool_)):
                 raise bad(param, "True or False")
         vf = self.validation_fraction
@@ -788,7 +794,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
             train = self._split_people(codes, classes.size)
         Xtr, ctr = X[train], np.unique(codes[train], return_inverse=True)[1]
         k = resolve_n_components(type(self).__name__, self.n_components, Xtr.shape[0], n_features)
-        mean, P = fit_pca(Xtr, k)
+        mean, P = fit_pca(Xtr, k, center=bool(self.center))
         Ytr = (Xtr - mean) @ P.T
 
         if self.early_stopping:
