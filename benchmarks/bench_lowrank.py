@@ -22,10 +22,10 @@ Usage::
 
     python benchmarks/bench_lowrank.py                 # everything, prints JSON lines and a summary
     python benchmarks/bench_lowrank.py --only lowrank-float32 --json out.json
-    python benchmarks/bench_lowrank.py --blas-threads 1 --evals 1 --timeout 900   # docs/benchmarks_lowrank.md
+    python benchmarks/bench_lowrank.py --blas-threads 1 --evals 1 --timeout 900   # docs/BENCHMARKS.md
 
 On a machine shared with other jobs, multi-threaded OpenBLAS slows down by large factors (see
-docs/benchmarks_lowrank.md); ``--blas-threads 1`` gives the steadier numbers there.
+docs/BENCHMARKS.md); ``--blas-threads 1`` gives the steadier numbers there.
 """
 
 from __future__ import annotations

@@ -77,3 +77,29 @@ def test_align_writes_a_contact_sheet(small_folder, tmp_path):
     assert "aligned 9 of 10 images; failed 1" in res.output
     sheet = np.asarray(Image.open(out))
     assert sheet.shape == (3 * (160 + 16), 4 * 160, 3)
+
+
+@pytest.mark.data
+def test_fit_embedding_then_evaluate_with_it_and_refuse_another_embedder(small_folder, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    model = tmp_path / "pca"
+    res = runner.invoke(app, ["fit-embedding", "--method", "pca", "--dataset", "folder", "--data",
+                              str(small_folder), "-o", str(model), *cache])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "pca.json").read_text())
+    assert meta["method"] == "pca" and meta["embedder_fingerprint"].startswith("dlib-resnet128:")
+    out = tmp_path / "res.json"
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--model", str(model),
+                              "--json", str(out), *cache])
+    assert res.exit_code == 0, res.output
+    rows = {r["config"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"raw", "saved:pca"}
+    # A full-rank PCA is a rotation about the mean: same people, same probes, counted the same way.
+    assert rows["saved:pca"]["n_probes"] == rows["raw"]["n_probes"]
+    # The same model claimed by another embedder is refused, with both fingerprints named.
+    meta["embedder_fingerprint"] = "arcface:0000000000"
+    (tmp_path / "pca.json").write_text(json.dumps(meta))
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--model", str(model),
+                              *cache])
+    assert res.exit_code == 2
+    assert "arcface:0000000000" in " ".join(res.output.split())

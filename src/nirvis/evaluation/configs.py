@@ -54,6 +54,9 @@ def embedding_fitter(method: str, **params: Any) -> ConfigFactory:
         return None
 
     def fit(X: np.ndarray, y: np.ndarray, modality: np.ndarray):
+        if len(X) < 2:
+            raise ValueError(f"{method}: {len(X)} aligned training samples; this split has nothing to learn from "
+                             "(for a folder dataset, give --train-data)")
         return fit_embedding(method, X, y, modality, **params)
 
     return fit
