@@ -8,7 +8,7 @@ CLAHE-equalised image. The first step that finds a face wins, and its name is re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -51,7 +51,6 @@ class DetectorConfig:
     hog_low_threshold: float = -0.6
     clahe_clip: float = 2.0
     clahe_grid: int = 8
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for step in self.cascade:
