@@ -58,6 +58,26 @@ def test_registration_recovers_a_small_affine_warp() -> None:
     assert s1 > 0.98 and s2 > 0.95
 
 
+@pytest.mark.parametrize("motion", ["translation+affine", "affine", "translation"])
+def test_every_motion_recovers_a_shift(motion: str) -> None:
+    a = texture(2)[80:140, 80:140].astype(np.float32)
+    m = np.array([[1, 0, 2.5], [0, 1, -1.5]], np.float32)
+    b = cv2.warpAffine(a, m, (60, 60), borderMode=cv2.BORDER_REFLECT)
+    warp, kind = register_window(a, b, MiningConfig(motion=motion))
+    assert kind is None
+    np.testing.assert_allclose(warp[:, 2], m[:, 2], atol=0.2)
+
+
+def test_translation_only_keeps_the_linear_part_at_identity() -> None:
+    a = texture(1)[80:140, 80:140].astype(np.float32)
+    m = np.array([[1.02, 0.01, 1.2], [-0.01, 0.99, -0.8]], np.float32)
+    b = cv2.warpAffine(a, m, (60, 60), borderMode=cv2.BORDER_REFLECT)
+    warp, _ = register_window(a, b, MiningConfig(motion="translation"))
+    np.testing.assert_array_equal(warp[:, :2], np.eye(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="motion must be one of .* got 'homography'"):
+        MiningConfig(motion="homography")
+
+
 def test_warped_copy_is_accepted_and_noise_rejected() -> None:
     cfg = MiningConfig(stride=24)
     nir = texture(3)

@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass
 __all__ = ["MiningConfig"]
 
 
+#: Registration models, see :class:`MiningConfig`.
+MOTIONS = ("translation+affine", "affine", "translation")
+
+
 @dataclass(frozen=True)
 class MiningConfig:
     """Settings of patch mining; the defaults are the paper's (Sec. 3.1) where it gives them.
@@ -25,9 +29,17 @@ class MiningConfig:
         Side of the centre crop kept after registration (paper: 40).
     min_sum, min_s1, min_s2
         Acceptance: ``s1 + s2 > min_sum`` and ``s1 >= min_s1`` and ``s2 >= min_s2`` (paper: 1, 0.4, 0.4).
+    motion
+        ``"translation+affine"`` (default): ECC with ``MOTION_TRANSLATION``, then refined with
+        ``MOTION_AFFINE`` from that start; the affine result is kept when it converges within the bounds
+        below, else the translation. ``"affine"``: ``MOTION_AFFINE`` from the identity (the paper's
+        literal reading). ``"translation"``: translation only. On RAP3DF's small faces (upsampled about
+        3.5x into the template, so windows are smooth) affine ECC from the identity fails on most windows;
+        12 simultaneous front pairs kept 10 pairs with ``"affine"`` and 209 with the default
+        (docs/BENCHMARKS.md).
     ecc_iterations, ecc_eps
-        Termination of OpenCV's ``findTransformECC`` (``MOTION_AFFINE``): at most this many iterations,
-        or an update smaller than ``ecc_eps``.
+        Termination of OpenCV's ``findTransformECC``: at most this many iterations (per stage), or an
+        update smaller than ``ecc_eps``.
     ecc_blur
         ``gaussFiltSize`` of ``findTransformECC`` (OpenCV's default 5).
     max_shift
@@ -56,6 +68,7 @@ class MiningConfig:
     min_sum: float = 1.0
     min_s1: float = 0.4
     min_s2: float = 0.4
+    motion: str = "translation+affine"
     ecc_iterations: int = 50
     ecc_eps: float = 1e-4
     ecc_blur: int = 5
@@ -75,6 +88,8 @@ class MiningConfig:
                              f"window={self.window}, patch={self.patch}")
         if self.stride < 1:
             raise ValueError(f"MiningConfig: stride must be >= 1, got {self.stride}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"MiningConfig: motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
         if self.ecc_iterations < 1:
             raise ValueError(f"MiningConfig: ecc_iterations must be >= 1, got {self.ecc_iterations}")
         if not 0.0 < self.prune_quantile <= 1.0:

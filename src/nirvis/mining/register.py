@@ -1,7 +1,8 @@
 """Affine registration of a VIS luminance window to its NIR window (paper Sec. 3.1).
 
-Uses OpenCV's enhanced-correlation-coefficient maximisation (``cv2.findTransformECC`` with
-``MOTION_AFFINE``; Evangelidis & Psarakis, PAMI 2008). ECC is invariant to gain and bias of the
+Uses OpenCV's enhanced-correlation-coefficient maximisation (``cv2.findTransformECC``; Evangelidis &
+Psarakis, PAMI 2008): by default a translation first, then an affine refinement from it
+(:attr:`MiningConfig.motion`). ECC is invariant to gain and bias of the
 intensities, which is what an NIR/VIS pair needs: the two spectra differ photometrically but share edges.
 """
 
@@ -38,10 +39,22 @@ def register_window(nir: np.ndarray, y: np.ndarray, config: MiningConfig) -> tup
     """
     if float(nir.std()) < config.min_window_std or float(y.std()) < config.min_window_std:
         return None, FAIL_FLAT
-    warp = np.eye(2, 3, dtype=np.float32)
+    start = np.eye(2, 3, dtype=np.float32)
+    if config.motion == "affine":
+        return _ecc(nir, y, start, cv2.MOTION_AFFINE, config)
+    warp, fail = _ecc(nir, y, start, cv2.MOTION_TRANSLATION, config)
+    if warp is None or config.motion == "translation":
+        return warp, fail
+    refined, _ = _ecc(nir, y, warp.copy(), cv2.MOTION_AFFINE, config)
+    return (refined if refined is not None else warp), None
+
+
+def _ecc(nir: np.ndarray, y: np.ndarray, start: np.ndarray, motion: int, config: MiningConfig
+         ) -> tuple[np.ndarray | None, str | None]:
+    """One bounded ``findTransformECC`` run from ``start``, with the plausibility checks."""
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, int(config.ecc_iterations), float(config.ecc_eps))
     try:
-        _, warp = cv2.findTransformECC(nir, y, warp, cv2.MOTION_AFFINE, criteria, None, int(config.ecc_blur))
+        _, warp = cv2.findTransformECC(nir, y, start, motion, criteria, None, int(config.ecc_blur))
     except cv2.error:
         return None, FAIL_ECC
     if not np.all(np.isfinite(warp)):
