@@ -35,8 +35,8 @@ class MiningConfig:
         below, else the translation. ``"affine"``: ``MOTION_AFFINE`` from the identity (the paper's
         literal reading). ``"translation"``: translation only. On RAP3DF's small faces (upsampled about
         3.5x into the template, so windows are smooth) affine ECC from the identity fails on most windows;
-        12 simultaneous front pairs kept 10 pairs with ``"affine"`` and 209 with the default
-        (docs/BENCHMARKS.md).
+        12 simultaneous front pairs kept 11 pairs with ``"affine"`` and 200 with the default
+        (``benchmarks/mining_motion.py``, docs/BENCHMARKS.md).
     ecc_iterations, ecc_eps
         Termination of OpenCV's ``findTransformECC``: at most this many iterations (per stage), or an
         update smaller than ``ecc_eps``.
