@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nirvis.datasets.base import Sample, Split
+from nirvis.datasets.base import Split
 from nirvis.evaluation.metrics import evaluate_identification, mean_std
 from nirvis.pipeline import FeatureSet
 
