@@ -57,7 +57,10 @@ class FeatureSet:
     failures: list[Failure] = field(default_factory=list)
 
     def index(self) -> dict[str, int]:
-        return {s.capture_id: i for i, s in enumerate(self.samples)}
+        """Row of each ``capture_id`` (built once; the set is not modified after featurizing)."""
+        if getattr(self, "_index", None) is None:
+            self._index = {s.capture_id: i for i, s in enumerate(self.samples)}
+        return self._index
 
     def take(self, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
         """Features and ok-mask of ``samples`` (which must be in this set)."""

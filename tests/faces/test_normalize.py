@@ -20,3 +20,14 @@ def test_flat_channel_gets_the_mean_and_no_nan():
 def test_uint8_output_is_clipped():
     out = match_mean_std(np.arange(64, dtype=float).reshape(8, 8), 250.0, 60.0)
     assert out.max() == 255 and out.dtype == np.uint8
+
+
+def test_reference_stats_can_measure_inside_a_mask():
+    img = np.zeros((4, 4, 3))
+    img[:2] = 100.0  # only the masked half is face
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    mean, std = reference_stats(img, mask)
+    np.testing.assert_allclose(mean, 100.0)
+    np.testing.assert_allclose(std, 0.0)
+    assert reference_stats(img)[0][0] == 50.0

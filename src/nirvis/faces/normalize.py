@@ -7,11 +7,15 @@ import numpy as np
 __all__ = ["match_mean_std", "reference_stats"]
 
 
-def reference_stats(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of a reference image, each shape ``(C,)`` (``(1,)`` for gray)."""
+def reference_stats(reference: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of a reference image, each shape ``(C,)`` (``(1,)`` for gray).
+
+    ``mask``: optional ``(H, W)`` boolean mask of the pixels to measure (e.g. those inside the source image).
+    """
     ref = np.asarray(reference, dtype=np.float64)
     ref = ref[..., None] if ref.ndim == 2 else ref
-    return ref.mean(axis=(0, 1)), ref.std(axis=(0, 1))
+    pix = ref[mask] if mask is not None else ref.reshape(-1, ref.shape[2])
+    return pix.mean(axis=0), pix.std(axis=0)
 
 
 def match_mean_std(

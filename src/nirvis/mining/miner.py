@@ -27,7 +27,7 @@ import numpy as np
 
 from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image
 from nirvis.errors import ImageError, NoFaceError
-from nirvis.faces.normalize import match_mean_std
+from nirvis.faces.normalize import match_mean_std, reference_stats
 from nirvis.mining.config import MiningConfig
 from nirvis.mining.prune import prune_per_location
 from nirvis.mining.register import FAIL_ECC, FAIL_FLAT, FAIL_IMPLAUSIBLE, register_window, warp_window
@@ -136,11 +136,6 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
     return face.image, valid
 
 
-def _masked_stats(img: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pix = np.asarray(img, np.float64)[valid].reshape(-1, 1 if img.ndim == 2 else img.shape[2])
-    return pix.mean(axis=0), pix.std(axis=0)
-
-
 def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224) -> Reference:
     """The photometric reference: the first NIR and the first VIS image (in person, then capture-id
     order) of the first person with both aligned. Deterministic for a given set of jobs.
@@ -162,8 +157,8 @@ def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: 
         for r in job.vis:
             vis = load_face(r, "vis", aligned=aligned, size=size)
             if vis is not None:
-                (nm,), (ns,) = _masked_stats(*nir)
-                vm, vs = _masked_stats(*vis)
+                (nm,), (ns,) = reference_stats(*nir)
+                vm, vs = reference_stats(*vis)
                 return Reference(float(nm), float(ns), tuple(map(float, vm)), tuple(map(float, vs)), nir_ref.id, r.id)
     raise ImageError(f"no person among {len(jobs)} has both an aligned NIR and an aligned VIS image; "
                      "cannot choose the photometric reference")
