@@ -5,31 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from nirvis.cli import app
+
 from nirvis.mining import PatchStore
-from nirvis.mining.command import mine, resolve_training_people
+from nirvis.mining.command import resolve_training_people
 
 from .synth import write_folder
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    app.command("mine")(mine)
-
-    @app.command("noop")
-    def noop() -> None:  # a second command keeps `mine` a named subcommand
-        pass
-
-    return app
 
 
 def test_mine_command_writes_store_and_report(tmp_path: Path) -> None:
     train = write_folder(tmp_path / "train", ["t1", "t2"], seed=3)
     test = write_folder(tmp_path / "test", ["x1"], seed=9)
     out = tmp_path / "out" / "patches.h5"
-    res = CliRunner().invoke(_app(), ["mine", "--dataset", "folder", "--data", str(test), "--train-data", str(train),
+    res = CliRunner().invoke(app, ["mine", "--dataset", "folder", "--data", str(test), "--train-data", str(train),
                                       "--split", "train-of-fold-0", "-o", str(out), "--aligned", "--stride", "24"])
     assert res.exit_code == 0, res.output
     assert "mined 2 people" in res.output and "registration failures" in res.output
@@ -43,7 +35,7 @@ def test_mine_command_writes_store_and_report(tmp_path: Path) -> None:
 def test_mine_command_bad_split(tmp_path: Path) -> None:
     train = write_folder(tmp_path / "train", ["t1"])
     test = write_folder(tmp_path / "test", ["x1"])
-    res = CliRunner().invoke(_app(), ["mine", "--dataset", "folder", "--data", str(test), "--train-data", str(train),
+    res = CliRunner().invoke(app, ["mine", "--dataset", "folder", "--data", str(test), "--train-data", str(train),
                                       "--split", "train-of-fold-3", "-o", str(tmp_path / "p.h5"), "--aligned"])
     assert res.exit_code == 1
     assert "--split 'train-of-fold-3': K must be 0..0" in res.output

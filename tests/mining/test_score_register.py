@@ -97,3 +97,20 @@ def test_config_rejects_bad_values() -> None:
         MiningConfig(window=61)
     with pytest.raises(ValueError, match="prune_quantile"):
         MiningConfig(prune_quantile=0.0)
+
+
+def test_gradient_magnitude_does_not_depend_on_memory_address() -> None:
+    # cv2.magnitude on float32 differed in the last bit with the buffer's alignment; a store must not.
+    from nirvis.mining.score import gradient_magnitude
+
+    img = np.random.default_rng(0).integers(0, 256, (60, 60)).astype(np.uint8)
+    base = gradient_magnitude(img)
+    for off in range(1, 16):
+        buf = np.empty(60 * 60 + 64, np.uint8)
+        view = np.frombuffer(buf[off:off + 3600].data, np.uint8).reshape(60, 60)
+        view[:] = img
+        np.testing.assert_array_equal(gradient_magnitude(view), base)
+        f32 = np.frombuffer(np.empty(3600 * 4 + 64, np.uint8)[off * 4 % 16:off * 4 % 16 + 3600 * 4].data,
+                            np.float32).reshape(60, 60)
+        f32[:] = img
+        np.testing.assert_array_equal(gradient_magnitude(f32), base)

@@ -108,3 +108,24 @@ def test_report_files(store: Path, tmp_path: Path) -> None:
     files = write_report(store, tmp_path / "rep", n_sheet=6)
     for k in ("summary", "heatmap", "scores", "sheet"):
         assert files[k].is_file() and files[k].stat().st_size > 0
+
+
+def test_shared_parts_folder_mines_each_person_once(folder: Path, store: Path, tmp_path: Path) -> None:
+    jobs = jobs_from_samples(scan_folder(folder))
+    cache = tmp_path / "parts"
+    first = mine_store(jobs, tmp_path / "all.h5", CFG, aligned=True, parts_dir=cache)
+    assert first["resumed_people"] == 0 and len(list(cache.glob("*.npz"))) == 3  # kept after assembly
+    assert_same_store(store, tmp_path / "all.h5")
+    # A second store of a subset of the people re-mines nobody, and equals a store mined from scratch.
+    sub = mine_store(jobs[:2], tmp_path / "sub.h5", CFG, aligned=True, parts_dir=cache)
+    assert sub["resumed_people"] == 2
+    mine_store(jobs[:2], tmp_path / "sub_fresh.h5", CFG, aligned=True)
+    with PatchStore(tmp_path / "sub.h5") as a, PatchStore(tmp_path / "sub_fresh.h5") as b:
+        assert a.people == b.people == PEOPLE[:2] and len(a) == len(b)
+        np.testing.assert_array_equal(a.read(slice(None), ["nir", "y"])["nir"], b.read(slice(None), ["nir"])["nir"])
+    # The shared folder's reference images belong to its first run's first person (alice): a training set
+    # without her must not be normalised by a stranger's images.
+    with pytest.raises(StoreError, match="photometric reference .* is not an image of this run's people"):
+        mine_store(jobs[1:], tmp_path / "other.h5", CFG, aligned=True, parts_dir=cache)
+    with pytest.raises(StoreError, match="other settings"):
+        mine_store(jobs, tmp_path / "x.h5", MiningConfig(stride=30), aligned=True, parts_dir=cache)

@@ -23,7 +23,7 @@ from nirvis.faces.detect import Detection, DetectorConfig, detect_faces
 from nirvis.faces.types import TEMPLATE_ANCHORS, TEMPLATE_SIZE, Face
 
 __all__ = ["AlignConfig", "FaceAligner", "anchors_from_landmarks", "similarity_transform", "warp_to_template",
-           "as_gray"]
+           "as_gray", "valid_mask"]
 
 #: Mouth centre from the eyes and nose, in units of the inter-eye distance, in the frame of the eyes
 #: (x along the eye line, y perpendicular, downwards): ``mouth = MOUTH_COEF.T @ [nose_x, nose_y, 1]``.
@@ -138,6 +138,17 @@ def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.asarray(pts, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
 
 
+def valid_mask(matrix: np.ndarray, source_shape: tuple[int, int], size: int = TEMPLATE_SIZE) -> np.ndarray:
+    """``(size, size)`` bool mask of the aligned pixels that come from inside the source image.
+
+    The rest is the warp's fill, whose straight edges would otherwise count as image content (e.g. in
+    photometric statistics or in NIR/VIS correlations). The interpolated rim is dropped (3x3 erosion).
+    """
+    ones = np.full(tuple(source_shape), 255, np.uint8)
+    valid = cv2.warpAffine(ones, np.asarray(matrix, np.float64), (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    return cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0
+
+
 class FaceAligner:
     """Detect -> 5-point landmarks -> align to the 224x224 template.
 
@@ -176,7 +187,7 @@ class FaceAligner:
         aligned = warp_to_template(np.ascontiguousarray(image), matrix, self.config.size)
         return Face(image=aligned, landmarks=_apply(matrix, points).astype(np.float32),
                     anchors=_apply(matrix, anchors).astype(np.float32), matrix=matrix, method=method,
-                    score=float(score), source=source)
+                    score=float(score), source=source, meta={"source_shape": tuple(int(v) for v in image.shape[:2])})
 
     def detect(self, image: np.ndarray, *, source: str | None = None) -> list[Face]:
         """Every face found by the cascade, aligned; best detection score first. Empty if none."""

@@ -60,6 +60,9 @@ def mine(
     seed: Annotated[int, typer.Option(help="Seed of pruning and of the report sheet.")] = 0,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Do not add horizontal flips.")] = False,
     report: Annotated[bool, typer.Option(help="Write the report (summary, heatmap, histograms, sheet).")] = True,
+    parts_cache: Annotated[Optional[Path], typer.Option(
+        help="Folder of per-person results shared by the stores of several splits (each person is mined once); "
+             "kept after the run.")] = None,
 ) -> None:
     """Mine registered NIR/VIS patch pairs of the training people into an HDF5 store (paper Sec. 3.1).
 
@@ -93,6 +96,7 @@ def mine(
                       transient=True) as bar:
             task = bar.add_task("mine", total=len(jobs))
             summary = mine_store(jobs, output, config, workers=workers, aligned=aligned, meta=meta,
+                                 parts_dir=parts_cache,
                                  progress=lambda done, total, person: bar.update(task, completed=done))
         files = write_report(output, seed=seed, run_info={"seconds": summary["seconds"], "workers": workers,
                                                           "resumed_people": summary["resumed_people"]}) if report else {}

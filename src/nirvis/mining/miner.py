@@ -27,6 +27,7 @@ import numpy as np
 
 from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image
 from nirvis.errors import ImageError, NoFaceError
+from nirvis.faces.align import FaceAligner, valid_mask
 from nirvis.faces.normalize import match_mean_std, reference_stats
 from nirvis.mining.config import MiningConfig
 from nirvis.mining.prune import prune_per_location
@@ -102,9 +103,7 @@ def jobs_from_samples(samples: Iterable, people: Iterable[str] | None = None) ->
 
 
 @functools.lru_cache(maxsize=1)
-def _aligner():
-    from nirvis.faces.align import FaceAligner
-
+def _aligner() -> FaceAligner:
     return FaceAligner()
 
 
@@ -130,10 +129,7 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
         face = _aligner().align(img, source=ref.path)
     except NoFaceError:
         return None
-    ones = np.full(img.shape[:2], 255, np.uint8)
-    valid = cv2.warpAffine(ones, face.matrix, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
-    valid = cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0  # drop the interpolated rim
-    return face.image, valid
+    return face.image, valid_mask(face.matrix, img.shape[:2], size)
 
 
 def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224) -> Reference:
@@ -351,7 +347,8 @@ def _store_is_done(output: Path, fingerprint: str, people: list[str]) -> bool:
 
 def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: MiningConfig | None = None, *,
                workers: int = 1, aligned: bool = False, meta: dict | None = None,
-               progress: Callable[[int, int, str], None] | None = None, keep_parts: bool = False) -> dict:
+               progress: Callable[[int, int, str], None] | None = None, keep_parts: bool = False,
+               parts_dir: str | os.PathLike | None = None) -> dict:
     """Mine ``jobs`` into the HDF5 patch store ``output`` (paper Sec. 3.1); resumable and parallel.
 
     Parameters
@@ -372,6 +369,13 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
         Called as ``progress(done, total, person)`` after each person.
     keep_parts
         Keep ``<output>.parts/`` after assembly (default: removed).
+    parts_dir
+        A folder of per-person parts shared by several stores mined with the same settings, e.g. the
+        training sets of a protocol's splits, which overlap: each person is mined once, and each store
+        is assembled (pruned, flipped) from its own people's parts. The folder is kept. Its photometric
+        reference is chosen by the first run; a later run refuses it unless the reference images belong
+        to that run's people, so a test person's images never set a training store's normalisation.
+        Do not mine into one shared folder from two processes at once.
 
     Returns
     -------
@@ -394,7 +398,9 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
     if len(set(people)) != len(people):
         raise ValueError("mine_store: jobs contain the same person twice")
     fp = config.fingerprint()
-    parts = parts_dir_for(output)
+    shared = parts_dir is not None
+    parts = Path(parts_dir) if shared else parts_dir_for(output)
+    keep_parts = keep_parts or shared
     if _store_is_done(output, fp, people):
         log.info("%s is already complete; nothing to do", output)
         if parts.exists() and not keep_parts:
@@ -404,19 +410,7 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
     parts.mkdir(parents=True, exist_ok=True)
     _cleanup_tmp(parts, ".*.tmp*")
     _cleanup_tmp(output.parent, f".{output.name}.*.tmp*")
-    manifest_path = parts / "manifest.json"
-    manifest = {"config": config.to_dict(), "fingerprint": fp, "people": people, "aligned": aligned,
-                "meta": meta or {}}
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if any(old.get(k) != manifest[k] for k in ("fingerprint", "people", "aligned")):
-            raise StoreError(f"{parts}: an unfinished run with other settings or people is here; delete the folder "
-                             "or choose another -o")
-        reference = Reference.from_dict(old["reference"])
-    else:
-        reference = choose_reference(jobs, aligned=aligned, size=config.size)
-        manifest["reference"] = reference.to_dict()
-        atomic_write_json(manifest_path, manifest)
+    reference = _parts_manifest(parts, jobs, config, aligned, meta or {}, shared)
     todo = [j for j in jobs if not _part_path(parts, j.person).is_file()]
     resumed = len(jobs) - len(todo)
     log.info("mining %d people (%d already done) with %d worker(s)", len(todo), resumed, workers)
@@ -441,6 +435,36 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
     if not keep_parts:
         shutil.rmtree(parts, ignore_errors=True)
     return {**summary, "seconds": round(time.perf_counter() - t0, 3), "resumed_people": resumed}
+
+
+def _parts_manifest(parts: Path, jobs: Sequence[PersonJob], config: MiningConfig, aligned: bool, meta: dict,
+                    shared: bool) -> Reference:
+    """Read or create the parts folder's manifest; return the photometric reference of the run.
+
+    A private folder (``<store>.parts``) belongs to one set of people; a shared one (``parts_dir``) to one
+    set of settings, and its reference must come from images of the current ``jobs``.
+    """
+    people = [j.person for j in jobs]
+    manifest_path = parts / "manifest.json"
+    manifest = {"config": config.to_dict(), "fingerprint": config.fingerprint(), "aligned": aligned,
+                "shared": shared, **({} if shared else {"people": people, "meta": meta})}
+    keys = ("fingerprint", "aligned", "shared") + (() if shared else ("people",))
+    if not manifest_path.is_file():
+        reference = choose_reference(jobs, aligned=aligned, size=config.size)
+        atomic_write_json(manifest_path, {**manifest, "reference": reference.to_dict()})
+        return reference
+    old = json.loads(manifest_path.read_text())
+    if any(old.get(k, False if k == "shared" else None) != manifest[k] for k in keys):
+        what = "other settings" if shared else "other settings or people"
+        raise StoreError(f"{parts}: holds parts mined with {what}; delete the folder or choose another one")
+    reference = Reference.from_dict(old["reference"])
+    if shared:
+        ids = {r.id for j in jobs for r in (*j.nir, *j.vis)}
+        missing = [i for i in (reference.nir_id, reference.vis_id) if i not in ids]
+        if missing:
+            raise StoreError(f"{parts}: its photometric reference ({', '.join(missing)}) is not an image of this "
+                             "run's people; mine this training set with its own parts folder")
+    return reference
 
 
 def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: MiningConfig, reference: Reference,

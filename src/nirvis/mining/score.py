@@ -35,11 +35,16 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def gradient_magnitude(image: np.ndarray) -> np.ndarray:
-    """Sobel (3x3) gradient magnitude, float32, same shape."""
-    img = np.asarray(image, dtype=np.float32)
-    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.magnitude(gx, gy)
+    """Sobel (3x3) gradient magnitude, float64, same shape.
+
+    Computed in float64 on a fresh contiguous copy and with NumPy's correctly rounded ``sqrt``:
+    ``cv2.magnitude`` on float32 gives results that differ in the last bit with the array's address
+    (SIMD body against scalar tail), which made a store depend on the worker that mined it.
+    """
+    img = np.array(image, dtype=np.float64, order="C", copy=True)
+    gx = cv2.Sobel(img, cv2.CV_64F, 1, 0, ksize=3)
+    gy = cv2.Sobel(img, cv2.CV_64F, 0, 1, ksize=3)
+    return np.sqrt(gx * gx + gy * gy)
 
 
 def score_pair(nir_window: np.ndarray, y_window: np.ndarray, patch: int) -> tuple[float, float]:
