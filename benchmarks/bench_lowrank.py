@@ -11,7 +11,11 @@ stop it):
 
 - ``lowrank-float32`` / ``lowrank-float64``: ``LowRankTransform(n_components=1024, max_iter=100,
   tol=0)`` fit (PCA included), then the float64 objective of the learned ``T`` recomputed from
-  scratch, to check the float32 run's recorded objective;
+  scratch, to check the float32 run's recorded objective. The descent is profiled: evaluations of
+  ``f`` per iteration (line-search trials), ``d x d`` eigen-decompositions per iteration, and the
+  wall-clock and CPU time per iteration of each phase (``gradient``, ``direction``: the products that
+  make trial steps cheap, ``trial``: one evaluation of ``f``, ``accept``, ``refresh``), with the
+  load average, so that runs on a busy machine can be compared by the work they did;
 - ``svd-reference``: one evaluation of ``f`` and its subgradient with one thin SVD per class and one
   for the whole set (``lowrank_subgradient(method="svd")``), against the same evaluation with the
   Gram method (``method="gram"``), both in float64 at ``T = I``;
@@ -74,6 +78,63 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+class _PhaseProfiler:
+    """Counts and times (wall and CPU) the phases of the low-rank descent, by wrapping the methods of
+    ``nirvis.embedding.lowrank._Problem`` and its eigen-decomposition helpers while active."""
+
+    METHODS = ("point", "gradient", "direction", "trial", "accept", "refresh")
+    HELPERS = ("_eigh", "_eigvalsh")
+
+    def __init__(self, module, d: int) -> None:
+        self.module, self.d = module, d
+        self.calls: dict[str, int] = {}
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _wrap(self, owner, name: str, key_of) -> None:
+        fn = getattr(owner, name, None)
+        if fn is None:
+            return
+        prof = self
+
+        def wrapped(*args, **kwargs):
+            key = key_of(args)
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                prof.wall[key] = prof.wall.get(key, 0.0) + time.perf_counter() - w0
+                prof.cpu[key] = prof.cpu.get(key, 0.0) + time.process_time() - c0
+                prof.calls[key] = prof.calls.get(key, 0) + 1
+
+        self._saved.append((owner, name, fn))
+        setattr(owner, name, wrapped)
+
+    def __enter__(self) -> "_PhaseProfiler":
+        for name in self.METHODS:
+            self._wrap(self.module._Problem, name, lambda args, name=name: name)
+        for name in self.HELPERS:
+            # only the d x d decompositions (the class Grams are 20-30 wide)
+            self._wrap(self.module, name, lambda args, name=name: name.lstrip("_") + (
+                "_dxd" if args and getattr(args[0], "shape", (0,))[-1] == self.d else "_class"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, fn in reversed(self._saved):
+            setattr(owner, name, fn)
+        self._saved.clear()
+
+    def summary(self, iterations: int) -> dict:
+        it = max(iterations, 1)
+        return {
+            "evaluations_per_iteration": self.calls.get("trial", 0) / it,
+            "calls_per_iteration": {k: round(v / it, 3) for k, v in sorted(self.calls.items())},
+            "phase_wall_s_per_iteration": {k: round(v / it, 4) for k, v in sorted(self.wall.items())},
+            "phase_cpu_s_per_iteration": {k: round(v / it, 4) for k, v in sorted(self.cpu.items())},
+        }
+
+
 def child(job: str, args: argparse.Namespace) -> dict:
     """Run one measurement in this process, with ``--blas-threads`` BLAS threads if given."""
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -92,16 +153,22 @@ def _measure(job: str, args: argparse.Namespace) -> dict:
     X, y = casia_like(0)
     out: dict = {"job": job, "n": int(X.shape[0]), "d": int(X.shape[1]), "classes": int(np.unique(y).size)}
     if job.startswith("lowrank"):
+        from nirvis.embedding import lowrank as lowrank_module
+
         dtype = job.split("-")[1]
         model = LowRankTransform(n_components=D, max_iter=args.iters, tol=0.0, dtype=dtype)
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
+        out["loadavg_before"] = os.getloadavg()
+        t0, c0 = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings(), _PhaseProfiler(lowrank_module, D) as prof:
             warnings.simplefilter("ignore")
             model.fit(X, y)
         out["fit_s"] = time.perf_counter() - t0
+        out["fit_cpu_s"] = time.process_time() - c0
+        out["loadavg_after"] = os.getloadavg()
         h = model.objective_history_
         out.update(iterations=int(model.n_iter_), accepted_steps=len(h) - 1, stop=model.stop_reason_,
                    f_initial=float(h[0]), f_final_recorded=float(h[-1]))
+        out.update(prof.summary(int(model.n_iter_)))
         Y = (X - model.mean_) @ model.pca_components_.T
         t1 = time.perf_counter()
         out["f_final_float64"] = float(lowrank_objective(model.transform_matrix_, Y, y))
@@ -114,6 +181,7 @@ def _measure(job: str, args: argparse.Namespace) -> dict:
         out["pca_s"] = time.perf_counter() - t2
         out["descent_s"] = out["fit_s"] - out["pca_s"]
         out["per_iteration_s"] = out["descent_s"] / max(out["iterations"], 1)
+        out["per_iteration_cpu_s"] = out["fit_cpu_s"] / max(out["iterations"], 1)  # PCA included
     elif job == "svd-reference":
         Xc = X - X.mean(axis=0)
         T = np.eye(D)

@@ -11,6 +11,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from embedding_synthetic import union_of_subspaces
 from nirvis.embedding import LowRankTransform, lowrank_objective, lowrank_subgradient, retrieval_scores
+from nirvis.embedding.base import fit_pca
+from nirvis.embedding.lowrank import _Problem
 
 
 def _fit(X, y, **params):
@@ -83,6 +85,57 @@ def test_objective_is_nonnegative_homogeneous_and_zero_for_orthogonal_classes():
     assert f > 0.01
     assert lowrank_objective(2.5 * T, X, y) == pytest.approx(2.5 * f, rel=1e-10)
     assert np.sum(G * T) == pytest.approx(f, rel=1e-8)
+
+
+def _pca_reduced(X):
+    mean, P = fit_pca(X, X.shape[1])
+    return (X - mean) @ P.T
+
+
+@pytest.mark.parametrize("n_per,n_classes,d", [(5, 30, 20), (25, 12, 64), (7, 4, 28)])
+def test_gram_method_on_pca_reduced_data_matches_per_class_svd(n_per, n_classes, d):
+    # PCA-reduced data (what LowRankTransform passes) have a diagonal Y Y^T, which the Gram method
+    # exploits (T C and G C are column scalings); (7, 4, 28): n <= d, no d x d Gram at all
+    rng = np.random.default_rng(n_per * d)
+    X = _pca_reduced(rng.standard_normal((n_per * n_classes, d)) * np.linspace(1.0, 0.2, d))
+    y = np.repeat(np.arange(n_classes), n_per)
+    assert (_Problem(X, y, "float64").c_diag is not None) == (X.shape[0] > X.shape[1])
+    T = np.eye(X.shape[1]) + 0.3 * rng.standard_normal((X.shape[1],) * 2)
+    f_gram, G_gram = lowrank_subgradient(T, X, y)
+    f_svd, G_svd = lowrank_subgradient(T, X, y, method="svd")
+    assert f_gram == pytest.approx(f_svd, rel=1e-10)
+    np.testing.assert_allclose(G_gram, G_svd, rtol=0, atol=1e-8 * np.abs(G_svd).max())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("pca", [True, False])
+def test_line_search_steps_match_the_per_class_svd_reference(pca, dtype):
+    # f at a trial step T - tG (Grams updated along G, eigenvalues only or not), and f and the
+    # subgradient at the accepted point (Z updated in place, eigenvectors completed) and after a
+    # refresh, against the per-class SVD at T - tG
+    rng = np.random.default_rng(11)
+    d, n_per, n_classes = 16, 6, 12
+    X = rng.standard_normal((n_per * n_classes, d)) @ (np.eye(d) + 0.3 * rng.standard_normal((d, d)))
+    X = _pca_reduced(X) if pca else X
+    y = np.repeat(np.arange(n_classes), n_per)
+    prob = _Problem(X, y, dtype)
+    assert (prob.c_diag is not None) == pca
+    rel = 1e-10 if dtype == "float64" else 1e-5
+    T = np.eye(d) + 0.2 * rng.standard_normal((d, d))
+    for eta, vectors in [(0.05, True), (0.2, False)]:
+        p = prob.point(T)
+        G = prob.gradient(p)
+        t = eta * np.linalg.norm(T) / np.linalg.norm(G)
+        f_ref, G_ref = lowrank_subgradient(T - t * G, X, y, method="svd")
+        r = prob.direction(p, G)
+        trial = prob.trial(p, r, t, vectors=vectors)
+        assert trial[0] == pytest.approx(f_ref, rel=rel)
+        new = prob.accept(p, r, t, trial)
+        np.testing.assert_allclose(new.T, T - t * G, rtol=0, atol=1e-14 * np.abs(T).max())
+        for q in (new, prob.refresh(new)):
+            assert q.f == pytest.approx(f_ref, rel=rel)
+            np.testing.assert_allclose(prob.gradient(q), G_ref, rtol=0, atol=100 * rel * np.abs(G_ref).max())
+        T = new.T
 
 
 def test_objective_rejects_bad_shapes():

@@ -32,11 +32,22 @@ No SVD is taken per class. For a block ``M = T Y_b`` (``d x n_b``):
 - if ``n_b > d`` (the whole set: 8,750 vectors), the ``d x d`` Gram ``M M^T = T C_b T^T`` with the
   constant ``C_b = Y_b Y_b^T`` gives ``U V^T Y_b^T = (U S^{-1} U^T) T C_b``.
 
-Along a search direction ``G`` every Gram is a quadratic in the step ``t``
-(``(Z - tD)(Z - tD)^T`` with ``Z = X T^T``, ``D = X G^T``), so trying a step costs a few small
-eigen-decompositions and one ``d x d`` one, and an iteration costs two ``n x d x d`` products.
+The class part of the subgradient is ``T Q^T Q`` with the rows ``Q_c = S_c^(-1/2) V_c^T Y_c^T``:
+one symmetric ``n x d x d`` product (half the work of a general one). Along a search direction
+``G`` every class Gram is a quadratic in the step ``t`` (``(Z - tD)(Z - tD)^T`` with ``Z = X T^T``,
+``D = X G^T``, one ``n x d x d`` product per iteration), and ``Z`` is updated, not recomputed. PCA-
+reduced data (what :class:`LowRankTransform` passes) have a diagonal ``C = Y Y^T``, so ``T C`` is a
+column scaling and each trial step forms ``(T - tG) C (T - tG)^T`` by one symmetric ``d x d x d``
+product. Trying a step thus costs a few small eigen-decompositions and one ``d x d`` one (its
+eigenvectors, needed by the next subgradient, are computed for the first two trials of a line
+search; later, usually rejected, trials compute eigenvalues only, a third of the cost).
 Singular values below ``rtol * sigma_max`` of their block are treated as zero (``rtol = 1e-6``
 in float64, ``1e-4`` when the large products run in float32).
+
+At ``n = 8750, d = 1024`` (``benchmarks/bench_lowrank.py``, 1.28 evaluations of ``f`` per
+iteration) an iteration does 18.4 GFLOP of general and 9.2 GFLOP of symmetric ``n x d x d``
+products, 6.7 GFLOP of ``d x d x d`` ones, 1.4 GFLOP of per-class ones and 1.3 ``d x d``
+eigen-decompositions, plus 0.9 GFLOP for recomputing ``Z`` every 20 steps.
 
 Step rules
 ----------
@@ -98,6 +109,7 @@ _EPS_DIR = 1e-3  # singular values below this (relative) are ignored by the sear
 _MAX_EPS_DIR = 1e-2  # largest such threshold tried when no step decreases f
 _THREADED_FROM_D = 256  # below this PCA dimension the descent runs BLAS on one thread
 _REFRESH_EVERY = 20  # recompute Z = X T^T from T every so many accepted steps (float32 drift)
+_VECTOR_TRIALS = 2  # the first trials of a line search that also compute eigenvectors (see _minimize)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,8 +152,8 @@ class _Direction:
     col_G1: list[np.ndarray]  # Z_b D_b^T
     col_G2: list[np.ndarray]  # D_b D_b^T
     GC: np.ndarray  # G C_b
-    K: np.ndarray  # T C_b G^T
-    H: np.ndarray  # G C_b G^T
+    K: np.ndarray | None  # T C_b G^T (None for diagonal C_b)
+    H: np.ndarray | None  # G C_b G^T (None for diagonal C_b)
 
 
 def _sigma(lam: np.ndarray, rtol: float) -> np.ndarray:
@@ -165,10 +177,37 @@ def _eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lam.astype(np.float64), V
 
 
+def _eigvalsh(A: np.ndarray) -> tuple[np.ndarray, None]:
+    """Eigenvalues only (in float64), for trial steps that may be rejected: about a third of ``eigh``."""
+    if A.shape[0] == 0:
+        return np.zeros(A.shape[:2]), None
+    return np.linalg.eigvalsh(A).astype(np.float64), None
+
+
 def _inv(sig: np.ndarray) -> np.ndarray:
     out = np.zeros_like(sig)
     np.divide(1.0, sig, out=out, where=sig > 0)
     return out
+
+
+def _diagonal_of(C: np.ndarray, n: int) -> np.ndarray | None:
+    """The diagonals ``(m, d)`` of the Grams ``C`` (``(m, d, d)``) if they are diagonal, else ``None``.
+
+    ``C_b = Y_b Y_b^T`` of PCA-reduced data is diagonal up to rounding. Off-diagonal entries count as
+    zero when below ``n u max_i C_ii`` (``u`` the unit roundoff), the bound on the rounding error of
+    the largest entries of ``Y_b Y_b^T`` itself. On PCA-reduced data they are about ``1e-15`` of the
+    largest (6e-16 on the CASIA-scale benchmark), below the rounding of ``T C T^T`` in float64.
+    """
+    if C.shape[0] == 0:
+        return None
+    d = C.shape[1]
+    c = np.diagonal(C, axis1=1, axis2=2).copy()
+    off = np.abs(C)
+    off[:, np.arange(d), np.arange(d)] = 0.0
+    tol = n * (np.finfo(np.float64).eps / 2) * c.max(axis=1)
+    if np.any(c < 0) or np.any(off.max(axis=(1, 2)) > tol):
+        return None
+    return c
 
 
 class _Problem:
@@ -181,11 +220,12 @@ class _Problem:
     codes : ndarray of shape (n,)
         Class index of each row, ``0 .. n_classes - 1``.
     dtype : {"float64", "float32"}
-        Precision of the two large ``(n x d) (d x d)`` products of an iteration (``Z = X T^T``,
-        ``D = X G^T``, ``Z^T W``) and of the class Gram updates. ``T``, the ``d x d`` Grams
-        ``T C T^T`` and every eigen-decomposition stay in float64: in float32 the small eigenvalues
-        of ``T C T^T`` are lost in rounding (``sqrt(1e-7) = 3e-4`` of the largest singular value),
-        which stalled the descent on a test problem.
+        Precision of the large ``n x d x d`` products of an iteration (``Z = X T^T``, ``D = X G^T``,
+        ``Q^T Q``), of the class Gram updates and of the ``d x d x d`` products of the search
+        direction. ``T``, the ``d x d`` Grams ``T C T^T`` and every eigen-decomposition stay in
+        float64: in float32 the small eigenvalues of ``T C T^T`` are lost in rounding
+        (``sqrt(1e-7) = 3e-4`` of the largest singular value), which stalled the descent on a test
+        problem.
     """
 
     def __init__(self, X: np.ndarray, codes: np.ndarray, dtype: str = "float64") -> None:
@@ -223,6 +263,15 @@ class _Problem:
         self.groups = groups
         self.C = np.stack(row_C) if row_C else np.zeros((0, d, d))  # float64 always
         self.row_sign = np.asarray(row_sign, dtype=np.float64)
+        # PCA-reduced data (what LowRankTransform passes) have diagonal C_b: T C_b and G C_b are then
+        # column scalings and G C_b G^T a symmetric product (half a d x d x d product).
+        self.c_diag = _diagonal_of(self.C, n)
+        self._c_root = None if self.c_diag is None else np.sqrt(self.c_diag)[:, None, :]
+        # Rows of the factor Q of the class part of the gradient (see gradient()): one block per
+        # column group, the groups of sign -1 (the whole set when n <= d) last.
+        self._q_start = np.cumsum([0] + [g.k * g.s for g in groups]).tolist()
+        self._q_pos = sum(g.k * g.s for g in groups if g.sign > 0)
+        self._Q: np.ndarray | None = None  # allocated at the first gradient
 
     # ---- pieces ---------------------------------------------------------------------------------
 
@@ -242,16 +291,25 @@ class _Problem:
         row_eig = _eigh(row_S)
         return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, self._value(col_eig, row_eig[0]))
 
+    def _col_grams(self, Z: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for g in self.groups:
+            Zb = self._blocks(Z, g).astype(np.float64)
+            out.append(Zb @ Zb.transpose(0, 2, 1))
+        return out
+
     def point(self, T: np.ndarray) -> _Point:
         """Evaluate everything at ``T`` from scratch."""
         T = np.array(T, dtype=np.float64)
         Z = self.X @ T.T.astype(self.wdtype)
-        col_gram = []
-        for g in self.groups:
-            Zb = self._blocks(Z, g).astype(np.float64)
-            col_gram.append(Zb @ Zb.transpose(0, 2, 1))
-        TC = T @ self.C
-        row_S = TC @ T.T
+        col_gram = self._col_grams(Z)
+        if self.c_diag is not None:
+            TC = T * self.c_diag[:, None, :]
+            A = T * self._c_root
+            row_S = A @ A.transpose(0, 2, 1)  # symmetric product (syrk): half the work
+        else:
+            TC = T @ self.C
+            row_S = TC @ T.T
         return self._finish(T, Z, TC, col_gram, row_S)
 
     def gradient(self, p: _Point, rtol: float | None = None) -> np.ndarray:
@@ -264,16 +322,31 @@ class _Problem:
         d = self.d
         G = np.zeros((d, d))
         if self.groups:
-            W = np.zeros((self.n, d), dtype=self.wdtype)
-            for g, (lam, V) in zip(self.groups, p.col_eig):
-                w = g.sign * _inv(_sigma(lam, rtol))
-                P = (V * w[:, None, :]) @ V.transpose(0, 2, 1)
-                W[g.start : g.stop] += (P.astype(self.wdtype) @ self._blocks(self.X, g)).reshape(-1, d)
-            G += (p.Z.T @ W).astype(np.float64)
+            # sum_b sign_b U_b V_b^T Y_b^T = T sum_b sign_b Y_b (V_b S_b^-1 V_b^T) Y_b^T = T (Q+^T Q+ - Q-^T Q-)
+            # with the rows Q_b = S_b^(-1/2) V_b^T Y_b^T: a symmetric n x d x d product (syrk, half
+            # the work of the general one) and a d x d x d one.
+            if self._Q is None:
+                self._Q = np.empty((self._q_start[-1], d), dtype=self.wdtype)
+            Q = self._Q
+            for g, (lam, V), q0 in zip(self.groups, p.col_eig, self._q_start):
+                w = np.sqrt(_inv(_sigma(lam, rtol)))
+                F = (V * w[:, None, :]).transpose(0, 2, 1).astype(self.wdtype)
+                np.matmul(F, self._blocks(self.X, g), out=Q[q0 : q0 + g.k * g.s].reshape(g.k, g.s, d))
+            Qp = Q[: self._q_pos]
+            M = Qp.T @ Qp
+            if self._q_pos < Q.shape[0]:
+                Qn = Q[self._q_pos :]
+                M -= Qn.T @ Qn
+            G += p.T.astype(self.wdtype, copy=False) @ M
         if self.C.shape[0]:
+            # sign_b (U S^-1 U^T) T C_b = sign_b R R^T T C_b with R = U S^(-1/2): a symmetric product
+            # and a general one, in the working precision: this is only the search direction (the
+            # Armijo test runs on f itself), and float32 halves the work.
             lam, U = p.row_eig
-            w = self.row_sign[:, None] * _inv(_sigma(lam, rtol))
-            G += (U @ (w[:, :, None] * (U.transpose(0, 2, 1) @ p.TC))).sum(axis=0)
+            R = (U * np.sqrt(_inv(_sigma(lam, rtol)))[:, None, :]).astype(self.wdtype)
+            RRt = R @ R.transpose(0, 2, 1)
+            RRt *= self.row_sign.astype(self.wdtype)[:, None, None]
+            G += (RRt @ p.TC.astype(self.wdtype, copy=False)).sum(axis=0, dtype=np.float64)
         return G
 
     def direction(self, p: _Point, G: np.ndarray) -> _Direction:
@@ -289,28 +362,49 @@ class _Problem:
         # float64: in float32 the rounding of these increments (~1e-7 t |T C G^T|) lifts the
         # collapsed eigenvalues of T C T^T to singular values ~3e-4 t^0.5 of the largest, which
         # stalled the descent on a test problem (as float32 T C T^T itself did).
+        if self.c_diag is not None:
+            # diagonal C: each trial forms (T - tG) C (T - tG)^T itself (one symmetric product)
+            return _Direction(G, D, G1, G2, G * self.c_diag[:, None, :], None, None)
         GC = G @ self.C
-        K = p.TC @ G.T
-        H = GC @ G.T
-        return _Direction(G, D, G1, G2, GC, K, H)
+        return _Direction(G, D, G1, G2, GC, p.TC @ G.T, GC @ G.T)
 
-    def trial(self, p: _Point, r: _Direction, t: float) -> tuple[float, list, list, np.ndarray, tuple]:
-        """``f(T - tG)`` and the Grams / eigen-decompositions there."""
+    def trial(self, p: _Point, r: _Direction, t: float, vectors: bool = True) -> tuple[float, list, list, np.ndarray, tuple]:
+        """``f(T - tG)`` and the Grams / eigen-decompositions there.
+
+        ``vectors=False`` computes eigenvalues only (``eigvalsh``, about a third of the cost of ``eigh``
+        for the ``d x d`` Gram); :meth:`accept` then computes the eigenvectors if the step is taken.
+        """
         col_gram = [G0 - t * (G1 + G1.transpose(0, 2, 1)) + (t * t) * G2
                     for G0, G1, G2 in zip(p.col_gram, r.col_G1, r.col_G2)]
-        row_S = p.row_S - t * (r.K + r.K.transpose(0, 2, 1)) + (t * t) * r.H
-        col_eig = [_eigh(Gm) for Gm in col_gram]
-        row_eig = _eigh(row_S)
+        if r.K is None:  # diagonal C: (T - tG) C (T - tG)^T = B B^T, B = (T - tG) C^(1/2)
+            B = (p.T - t * r.G) * self._c_root
+            row_S = B @ B.transpose(0, 2, 1)
+        else:
+            row_S = p.row_S - t * (r.K + r.K.transpose(0, 2, 1)) + (t * t) * r.H
+        eig = _eigh if vectors else _eigvalsh
+        col_eig = [eig(Gm) for Gm in col_gram]
+        row_eig = eig(row_S)
         return self._value(col_eig, row_eig[0]), col_gram, col_eig, row_S, row_eig
 
     def accept(self, p: _Point, r: _Direction, t: float, trial: tuple, scale: float = 1.0) -> _Point:
-        """The point ``(T - tG) / scale`` from a trial result (no large product needed)."""
+        """The point ``(T - tG) / scale`` from a trial result (no large product needed).
+
+        ``p`` and ``r`` are used up: their ``n x d`` arrays ``Z`` and ``D`` are updated in place.
+        """
         f, col_gram, col_eig, row_S, row_eig = trial
+        if row_eig[1] is None:  # the trial computed eigenvalues only
+            col_eig = [_eigh(Gm) for Gm in col_gram]
+            row_eig = _eigh(row_S)
         a = 1.0 / scale
         a2 = a * a
         tw, aw = self.wdtype.type(t), self.wdtype.type(a)
         T = (p.T - t * r.G) * a
-        Z = (p.Z - tw * r.D) * aw
+        D = r.D
+        D *= tw
+        Z = p.Z
+        Z -= D
+        if scale != 1.0:
+            Z *= aw
         TC = (p.TC - t * r.GC) * a
         if scale != 1.0:
             col_gram = [Gm * a2 for Gm in col_gram]
@@ -319,6 +413,15 @@ class _Problem:
             row_eig = (row_eig[0] * a2, row_eig[1])
             f = f * a
         return _Point(T, Z, TC, col_gram, col_eig, row_S, row_eig, f)
+
+    def refresh(self, p: _Point) -> _Point:
+        """``p`` with ``Z = X T^T`` and the class Grams recomputed from ``T`` (the drift of the
+        updates ``Z - tD`` in float32 dropped); ``T C`` and ``T C T^T``, updated in float64, are kept.
+        """
+        Z = np.matmul(self.X, p.T.T.astype(self.wdtype), out=p.Z)
+        col_gram = self._col_grams(Z)
+        col_eig = [_eigh(Gm) for Gm in col_gram]
+        return _Point(p.T, Z, p.TC, col_gram, col_eig, p.row_S, p.row_eig, self._value(col_eig, p.row_eig[0]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,6 +569,7 @@ class _Result:
     n_iter: int
     best_iteration: int
     stop_reason: str
+    n_trials: int = 0  # evaluations of f in line searches (each: small eigh's and one d x d one)
     val_rank1: list[float] = field(default_factory=list)
     val_margin: list[float] = field(default_factory=list)
 
@@ -536,14 +640,18 @@ def _minimize(
                 if step == "diminishing":
                     t = (step_size / math.sqrt(it)) * tnorm / gnorm
                     trial = prob.trial(p, r, t)
+                    res.n_trials += 1
                     scale = _spectral_norm(p.T - t * G) if normalize else 1.0
                     new = prob.accept(p, r, t, trial, scale)
                     break
                 eta_min = max(eta * _SHRINK**_MAX_BACKTRACKS, _MIN_ETA)
-                first_try = True
+                n_try = 0
                 while eta >= eta_min:
                     t = eta * tnorm / gnorm
-                    trial = prob.trial(p, r, t)
+                    # The first trials are usually accepted: they also compute the eigenvectors that
+                    # the next gradient needs. Later ones (a long search) compute eigenvalues only.
+                    trial = prob.trial(p, r, t, vectors=n_try < _VECTOR_TRIALS)
+                    n_try += 1
                     if normalize:
                         Tn = p.T - t * G
                         scale = _spectral_norm(Tn)
@@ -555,7 +663,7 @@ def _minimize(
                         new = prob.accept(p, r, t, trial, scale)
                         break
                     eta *= _SHRINK
-                    first_try = False
+                res.n_trials += n_try
                 if new is not None:
                     break
             # No decrease along -G: f has a kink here, T has (nearly) collapsed some direction of the
@@ -570,7 +678,7 @@ def _minimize(
             res.stop_reason = "line_search" if step == "backtracking" else "zero_gradient"
             break
         if step == "backtracking":
-            if first_try:  # the step could have been longer: try a longer one next time
+            if n_try == 1:  # the step could have been longer: try a longer one next time
                 eta = min(eta * _GROW, _MAX_ETA)
             eps_dir = max(eps_dir / 10.0, eps_base)
         p = new
@@ -581,7 +689,7 @@ def _minimize(
         if p.f < best_f:
             best_f, best_T, best_it = p.f, p.T.copy(), len(history) - 1
         if accepted % _REFRESH_EVERY == 0:
-            p = prob.point(p.T)  # drop accumulated rounding of Z = X T^T
+            p = prob.refresh(p)  # drop accumulated rounding of Z = X T^T
         if validate is not None:
             r1, mg = validate(p.T)
             res.val_rank1.append(r1)
@@ -671,9 +779,9 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
     n_iter_no_change : int, default=10
         Patience of early stopping, and window of ``tol``, in iterations.
     dtype : {"float64", "float32"}, default="float64"
-        Precision of the two large ``(n x d) @ (d x d)`` products of an iteration (about half
-        the time at ``n = 8750, d = 1024``). ``T``, the ``d x d`` Grams and every
-        eigen-decomposition stay in float64.
+        Precision of the large ``(n x d) @ (d x d)`` products of an iteration (about half the
+        time at ``n = 8750, d = 1024``) and of the search direction. ``T``, the ``d x d`` Grams
+        and every eigen-decomposition stay in float64.
     center : bool, default=True
         Subtract the training mean before the PCA and ``T`` (``mean_``). With ``False`` the map is
         linear (``mean_`` is zero): the direction that all faces share stays a feature, and ``T`` can
