@@ -96,3 +96,74 @@ def test_corrupt_cache_entry_is_dropped(tmp_path):
     path = next(tmp_path.rglob("*.npz"))
     path.write_bytes(b"garbage")
     assert cache.get("feat", "ab" * 32) is None and not path.exists()
+
+
+class Invert:
+    """A stand-in NIR transform (like hallucination): inverts the aligned face; counts what it saw."""
+
+    def __init__(self, tag: str = "v1"):
+        self.fingerprint = f"invert-{tag}"
+        self.seen = []
+
+    def __call__(self, faces):
+        import dataclasses
+
+        self.seen += [f.source for f in faces]
+        return [dataclasses.replace(f, image=255 - f.image) for f in faces]
+
+
+@pytest.mark.data
+def test_nir_transform_changes_only_nir_features_and_keys_the_cache(mixed_samples, tmp_path):
+    good = mixed_samples[:2]  # one VIS, one NIR
+    cache = FeatureCache(tmp_path / "cache")
+    plain = Recognizer(CountingEmbedder(), cache=cache).featurize(good)
+    tf = Invert()
+    emb = CountingEmbedder()
+    rec = Recognizer(emb, cache=cache, nir_transform=tf)
+    fs = rec.featurize(good)
+    assert [p.endswith("good_ir.bmp") for p in tf.seen] == [True]  # only the NIR face was transformed
+    np.testing.assert_array_equal(fs.features[0], plain.features[0])  # VIS: same cached feature
+    assert not np.allclose(fs.features[1], plain.features[1])
+    assert emb.calls == 1  # the VIS feature came from the cache, the NIR one did not
+    # Aligned faces are cached: a new transform embeds again but never detects again.
+    rec2 = Recognizer(CountingEmbedder(), cache=cache, nir_transform=Invert("v2"))
+    class NoDetection:
+        fingerprint = rec2.aligner.fingerprint
+
+        def align(self, *a, **k):
+            raise AssertionError("detected again")
+
+    rec2.aligner = NoDetection()
+    again = rec2.featurize(good)
+    np.testing.assert_allclose(again.features, fs.features, atol=1e-6)
+    with pytest.raises(TypeError, match="nir_transform"):
+        Recognizer(CountingEmbedder(), nir_transform=lambda faces: faces)
+
+
+@pytest.mark.data
+def test_cached_alignment_failure_is_still_a_failure(mixed_samples, tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    blank = [mixed_samples[3]]
+    first = Recognizer(CountingEmbedder(), cache=cache).featurize(blank)
+    second = Recognizer(CountingEmbedder(), cache=cache, nir_transform=Invert()).featurize(blank)
+    assert not first.ok[0] and not second.ok[0]
+    assert first.failures[0].reason == second.failures[0].reason and "no face found" in second.failures[0].reason
+
+
+def test_feature_set_updated_replaces_rows_and_failures():
+    from pathlib import Path
+
+    from nirvis.pipeline import Failure, FeatureSet
+
+    s = [Sample("p", m, Path(f"/x/{i}.png"), f"c{i}") for i, m in enumerate(["vis", "nir", "nir"])]
+    base = FeatureSet(s, np.array([[1, 0], [0, 1], [np.nan, np.nan]], np.float32), np.array([True, True, False]),
+                      ["hog", "hog", ""], [Failure("c2", "/x/2.png", "no face")])
+    new = Sample("q", "nir", Path("/x/9.png"), "c9")
+    other = FeatureSet([s[1], s[2], new], np.array([[5, 5], [np.nan, np.nan], [7, 7]], np.float32),
+                       np.array([True, False, True]), ["mmod", "", "hog"], [Failure("c2", "/x/2.png", "still none")])
+    up = base.updated(other)
+    assert [x.capture_id for x in up.samples] == ["c0", "c1", "c2", "c9"]
+    np.testing.assert_array_equal(up.features[[0, 1, 3]], [[1, 0], [5, 5], [7, 7]])
+    assert up.ok.tolist() == [True, True, False, True] and up.methods == ["hog", "mmod", "", "hog"]
+    assert [f.reason for f in up.failures] == ["still none"]
+    np.testing.assert_array_equal(base.features[1], [0, 1])  # the original is unchanged

@@ -113,6 +113,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """Parse the JSON file ``path``; invalid JSON raises ``error`` naming the file and the parser's reason."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"

@@ -8,17 +8,18 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from nirvis.datasets.base import Sample
-from nirvis.errors import NirvisError
+from nirvis.errors import NirvisError, NoFaceError
 from nirvis.faces.align import AlignConfig, FaceAligner
 from nirvis.faces.types import Face
 from nirvis.features.base import Embedder, get_embedder
 from nirvis.features.cache import FeatureCache, file_digest
 
-__all__ = ["Recognizer", "FeatureSet", "Failure"]
+__all__ = ["Recognizer", "FeatureSet", "Failure", "FaceTransform"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,42 @@ class FeatureSet:
             self._index = {s.capture_id: i for i, s in enumerate(self.samples)}
         return self._index
 
+    def updated(self, other: FeatureSet) -> FeatureSet:
+        """A copy whose rows for ``other``'s samples come from ``other`` (e.g. NIR features of hallucinated
+        faces over the raw ones); samples only in ``other`` are appended. Failures follow the rows."""
+        idx = dict(self.index())
+        samples, feats = list(self.samples), [self.features]
+        ok, methods = self.ok.copy(), list(self.methods)
+        extra = [i for i, s in enumerate(other.samples) if s.capture_id not in idx]
+        for i in extra:
+            idx[other.samples[i].capture_id] = len(samples)
+            samples.append(other.samples[i])
+            methods.append("")
+        features = np.concatenate(feats + [np.full((len(extra), self.features.shape[1]), np.nan, np.float32)])
+        ok = np.concatenate([ok, np.zeros(len(extra), bool)])
+        for i, s in enumerate(other.samples):
+            r = idx[s.capture_id]
+            features[r], ok[r], methods[r] = other.features[i], other.ok[i], other.methods[i]
+        replaced = {s.capture_id for s in other.samples}
+        failures = [f for f in self.failures if f.capture_id not in replaced] + list(other.failures)
+        return FeatureSet(samples, features, ok, methods, failures)
+
     def take(self, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
         """Features and ok-mask of ``samples`` (which must be in this set)."""
         idx = self.index()
         rows = [idx[s.capture_id] for s in samples]
         return self.features[rows], self.ok[rows]
+
+
+@runtime_checkable
+class FaceTransform(Protocol):
+    """Something that changes aligned faces before the embedder sees them, e.g. hallucination of NIR
+    probes (paper Sec. 3). ``fingerprint`` must change whenever the output can (it keys the cache)."""
+
+    fingerprint: str
+
+    def __call__(self, faces: Sequence[Face]) -> list[Face]:
+        ...
 
 
 class Recognizer:
@@ -79,7 +111,11 @@ class Recognizer:
     align
         Alignment settings.
     cache
-        Feature cache, or ``None`` for no caching.
+        Feature cache, or ``None`` for no caching. It also keeps the aligned faces, so a second
+        embedder or a new ``nir_transform`` never detects again.
+    nir_transform
+        Applied to aligned NIR faces before embedding (e.g. a
+        :class:`~nirvis.hallucination.HallucinatedFaces`); VIS faces are embedded as they are.
 
     Examples
     --------
@@ -89,10 +125,13 @@ class Recognizer:
     """
 
     def __init__(self, embedder: Embedder | str = "dlib", align: AlignConfig | None = None,
-                 cache: FeatureCache | None = None) -> None:
+                 cache: FeatureCache | None = None, nir_transform: FaceTransform | None = None) -> None:
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
         self.aligner = FaceAligner(align)
         self.cache = cache
+        if nir_transform is not None and not isinstance(nir_transform, FaceTransform):
+            raise TypeError(f"nir_transform must have a fingerprint and be callable on faces, got {nir_transform!r}")
+        self.nir_transform = nir_transform
 
     # -- single images -------------------------------------------------------------------------
     def align(self, image: np.ndarray, source: str | None = None) -> Face:
@@ -114,7 +153,40 @@ class Recognizer:
     def _keys(self, sample: Sample) -> tuple[str, str]:
         digest = file_digest(sample.path)
         akey = FeatureCache.key("align", self.aligner.fingerprint, digest, str(sample.channel), sample.modality)
-        return akey, FeatureCache.key("feat", akey, self.embedder.fingerprint)
+        parts = ["feat", akey, self.embedder.fingerprint]
+        if self.nir_transform is not None and sample.modality == "nir":
+            parts += ["nir-transform", self.nir_transform.fingerprint]
+        return akey, FeatureCache.key(*parts)
+
+    def align_sample(self, sample: Sample, akey: str | None = None) -> Face:
+        """Align one sample, through the cache when there is one (failures are cached too).
+
+        Raises
+        ------
+        NoFaceError, ImageError, OSError
+            As :meth:`FaceAligner.align` and :func:`nirvis._io.read_image`.
+        """
+        if akey is None and self.cache is not None:
+            akey = self._keys(sample)[0]
+        if akey is not None:
+            hit = self.cache.get("align", akey)
+            if hit is not None:
+                if str(hit["reason"]):
+                    raise NoFaceError(str(hit["reason"]))
+                return Face(image=hit["image"], landmarks=hit["landmarks"], anchors=hit["anchors"],
+                            matrix=hit["matrix"], method=str(hit["method"]), score=float(hit["score"]),
+                            source=str(sample.path), meta={"source_shape": tuple(int(v) for v in hit["source_shape"])})
+        try:
+            face = self.aligner.align(sample.read(), source=str(sample.path))
+        except NoFaceError as exc:
+            if akey is not None:
+                self.cache.put("align", akey, reason=np.array(str(exc)))
+            raise
+        if akey is not None:
+            self.cache.put("align", akey, image=face.image, landmarks=face.landmarks, anchors=face.anchors,
+                           matrix=face.matrix, method=np.array(face.method), score=np.array(face.score),
+                           source_shape=np.array(face.meta.get("source_shape", (0, 0))), reason=np.array(""))
+        return face
 
     def _featurize_chunk(self, samples: Sequence[Sample]) -> list[tuple[np.ndarray | None, str, str]]:
         """(feature or None, method, failure reason) for each sample."""
@@ -123,6 +195,7 @@ class Recognizer:
         for i, s in enumerate(samples):
             fkey = None
             try:
+                akey = None
                 if self.cache is not None:
                     akey, fkey = self._keys(s)
                     hit = self.cache.get("feat", fkey)
@@ -130,14 +203,19 @@ class Recognizer:
                         reason = str(hit["reason"])
                         results[i] = (None if reason else hit["feature"], str(hit["method"]), reason)
                         continue
-                face = self.aligner.align(s.read(), source=str(s.path))
-                todo.append((i, face, fkey))
+                todo.append((i, self.align_sample(s, akey), fkey))
             except (NirvisError, OSError) as exc:
                 reason = str(exc) or type(exc).__name__
                 results[i] = (None, "", reason)
                 if fkey is not None and not isinstance(exc, OSError):
                     self.cache.put("feat", fkey, feature=np.zeros(0, np.float32), method=np.array(""),
                                    reason=np.array(reason))
+        if todo and self.nir_transform is not None:
+            nir = [k for k, (i, _, _) in enumerate(todo) if samples[i].modality == "nir"]
+            if nir:
+                changed = self.nir_transform([todo[k][1] for k in nir])
+                for k, face in zip(nir, changed):
+                    todo[k] = (todo[k][0], face, todo[k][2])
         if todo:
             feats = self.embedder.embed([f for _, f, _ in todo])
             for (i, face, fkey), vec in zip(todo, feats):

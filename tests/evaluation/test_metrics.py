@@ -60,3 +60,21 @@ def test_empty_gallery_and_shape_errors():
 
 def test_mean_std():
     assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1))
+
+
+def test_psnr_ssim_masked():
+    from nirvis.evaluation.image_quality import psnr_ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32)).astype(np.uint8)
+    psnr, ssim = psnr_ssim(a, a)
+    assert psnr == float("inf") and ssim == pytest.approx(1.0)
+    b = a.astype(float) + 10.0  # uniform error of 10 gray levels: PSNR = 20 log10(255 / 10)
+    assert psnr_ssim(b, a)[0] == pytest.approx(20 * np.log10(25.5))
+    noisy = a.astype(float).copy()
+    noisy[:, 16:] = rng.integers(0, 256, (32, 16))  # right half destroyed
+    mask = np.zeros((32, 32), bool)
+    mask[:, :8] = True  # far from the damage
+    assert psnr_ssim(noisy, a, mask)[1] > 0.95 > psnr_ssim(noisy, a)[1]
+    with pytest.raises(ValueError, match="same"):
+        psnr_ssim(a, a[:, :8])

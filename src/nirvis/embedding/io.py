@@ -21,7 +21,6 @@ from another embedder raise :class:`~nirvis.errors.ModelMismatchError`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from nirvis._io import atomic_save_npz, atomic_write_json
+from nirvis._io import atomic_save_npz, atomic_write_json, read_json
 from nirvis.embedding.base import check_n_features
 from nirvis.errors import ModelMismatchError
 
@@ -212,10 +211,7 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
     npz_path, json_path = embedding_paths(path)
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path}: no such embedding metadata file")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
+    meta = read_json(json_path, ValueError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{json_path}: not a nirvis embedding file (format {found!r}, expected {FORMAT!r})")

@@ -13,7 +13,7 @@ from nirvis.datasets.base import Split
 from nirvis.evaluation.metrics import evaluate_identification, mean_std
 from nirvis.pipeline import FeatureSet
 
-__all__ = ["Transformer", "alignment_summary", "evaluate_splits", "EvaluationReport"]
+__all__ = ["Transformer", "SplitConfig", "alignment_summary", "evaluate_splits", "EvaluationReport"]
 
 
 class Transformer(Protocol):
@@ -28,6 +28,23 @@ class Transformer(Protocol):
 #: split's training features ``X (n, d)``, person labels ``y (n,)`` and modalities (``"nir"``/``"vis"``)
 #: and returns it fitted.
 ConfigFactory = Callable[[np.ndarray, np.ndarray, np.ndarray], Transformer] | None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """A configuration whose features depend on the split, e.g. ``H``: NIR probes hallucinated by the
+    model trained on that split's training people (paper Sec. 3, 5.2).
+
+    Attributes
+    ----------
+    features
+        ``features(split)`` -> the :class:`FeatureSet` of that split's samples (training, gallery, probes).
+    fit
+        As a plain configuration: ``None`` or a factory fitted on the split's training features.
+    """
+
+    features: Callable[[Split], FeatureSet]
+    fit: ConfigFactory = None
 
 
 @dataclass
@@ -67,7 +84,7 @@ def _split_features(fs: FeatureSet, split: Split) -> tuple:
 
 
 def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
-                    configs: dict[str, ConfigFactory] | None = None,
+                    configs: dict[str, ConfigFactory | SplitConfig] | None = None,
                     progress: Callable[[str], None] | None = None) -> EvaluationReport:
     """Score every configuration on every split.
 
@@ -80,17 +97,21 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
     fs
         Features of the samples (failed ones included, marked not ok).
     configs
-        ``{"raw": None, "LR": fit_function, ...}``; default raw only. A fit function gets the split's
-        aligned training samples: features, person labels, modalities.
+        ``{"raw": None, "LR": fit_function, "H": SplitConfig(...), ...}``; default raw only. A fit function
+        gets the split's aligned training samples: features, person labels, modalities. A
+        :class:`SplitConfig` brings its own features for each split.
     """
     configs = configs if configs is not None else {"raw": None}
     results = []
-    for name, factory in configs.items():
+    for name, config in configs.items():
         per_split = []
         for split in splits:
-            gX, gy, pX, py, pok = _split_features(fs, split)
+            factory, sfs = config, fs
+            if isinstance(config, SplitConfig):
+                factory, sfs = config.fit, config.features(split)
+            gX, gy, pX, py, pok = _split_features(sfs, split)
             if factory is not None:
-                tX, tok = fs.take(split.train)
+                tX, tok = sfs.take(split.train)
                 tr_ok = [s for s, o in zip(split.train, tok) if o]
                 model = factory(tX[tok], np.array([s.person for s in tr_ok]), np.array([s.modality for s in tr_ok]))
                 gX = model.transform(gX)
