@@ -103,3 +103,34 @@ def test_fit_embedding_then_evaluate_with_it_and_refuse_another_embedder(small_f
                               *cache])
     assert res.exit_code == 2
     assert "arcface:0000000000" in " ".join(res.output.split())
+
+
+def _tiny_hallucination_model(path, train_people):
+    import torch
+
+    from nirvis.hallucination import ChannelNetSpec, HallucinationModel, HallucinationNets, save_model
+
+    torch.manual_seed(0)
+    nets = HallucinationNets({c: ChannelNetSpec(4, 4, 2, 3, residual=c == "y") for c in ("y", "cb", "cr")})
+    ref = {"nir_mean": 110.0, "nir_std": 60.0, "vis_mean": [110.0] * 3, "vis_std": [60.0] * 3}
+    save_model(path, HallucinationModel(nets, ref, {"train_people": train_people, "store_people": train_people}))
+
+
+@pytest.mark.data
+def test_evaluate_with_hallucination_adds_rows_and_refuses_a_model_that_saw_test_people(small_folder, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    model = tmp_path / "hal"
+    _tiny_hallucination_model(model, ["somebody-else"])
+    out = tmp_path / "res.json"
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--hallucination",
+                              str(model), "--json", str(out), *cache])
+    assert res.exit_code == 0, res.output
+    rows = {r["config"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"raw", "H"}
+    assert rows["H"]["n_probes"] == rows["raw"]["n_probes"] == 7
+    leaky = tmp_path / "leaky"
+    _tiny_hallucination_model(leaky, [sorted(p.name for p in small_folder.iterdir())[0]])
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--hallucination",
+                              str(leaky), *cache])
+    assert res.exit_code == 2
+    assert "trained on 1 test people" in " ".join(res.output.split())

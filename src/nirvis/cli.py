@@ -77,7 +77,8 @@ class EmbeddingName(str, Enum):
 
 def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_data: Path | None,
                    json_out: Path | None, workers: int, cache_dir: Path | None, no_cache: bool,
-                   embeddings: list[str] | None = None, models: list[Path] | None = None) -> None:
+                   embeddings: list[str] | None = None, models: list[Path] | None = None,
+                   hallucination: Path | None = None, blend: tuple[float, str] = (0.6, "log")) -> None:
     from nirvis._io import atomic_write_json
     from nirvis.data import find_data_root
     from nirvis.datasets import load_protocol
@@ -98,15 +99,42 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     for path in models or []:
         configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint)
     fs = _featurize(rec, samples, workers)
-    if len(configs) > 1:
-        with _status("fitting and scoring") as st:
-            report = evaluate_splits(name, splits, fs, configs, progress=lambda m: (st.update(m), typer.echo(m, err=True)))
-    else:
-        report = evaluate_splits(name, splits, fs, configs)
+    if hallucination is not None:
+        configs.update(_hallucination_configs(rec, fs, hallucination, blend, embeddings or []))
+    try:
+        if len(configs) > 1:
+            with _status("fitting and scoring") as st:
+                report = evaluate_splits(name, splits, fs, configs,
+                                         progress=lambda m: (st.update(m), typer.echo(m, err=True)))
+        else:
+            report = evaluate_splits(name, splits, fs, configs)
+    except (NirvisError, ValueError) as exc:
+        _fail(str(exc))
     _print_report(report)
     if json_out is not None:
         atomic_write_json(json_out, report.to_dict())
         typer.echo(f"wrote {json_out}")
+
+
+def _hallucination_configs(rec, fs, path: Path, blend: tuple[float, str], embeddings: list[str]) -> dict:
+    """Rows ``H`` and ``H+<row>`` for each learned embedding (paper Sec. 5.2)."""
+    from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
+    from nirvis.evaluation.protocols import SplitConfig
+    from nirvis.hallucination.blend import BlendConfig
+    from nirvis.hallucination.evaluate import hallucinated_features, model_for_split
+
+    if not path.exists():
+        _fail(f"--hallucination {path}: no such folder")
+    try:
+        cfg = BlendConfig(alpha=blend[0], reading=blend[1])
+    except ValueError as exc:
+        _fail(str(exc))
+    feats = hallucinated_features(rec, fs, lambda split: model_for_split(path, split), blend=cfg)
+    out = {"H": SplitConfig(feats)}
+    for method in embeddings:
+        if method != "none":
+            out[f"H+{CONFIG_NAMES[method]}"] = SplitConfig(feats, embedding_fitter(method))
+    return out
 
 
 def _status(msg: str):
@@ -142,13 +170,16 @@ def evaluate(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
     embedding: Annotated[Optional[list[EmbeddingName]], typer.Option("--embedding", "-e", help="Add a learned embedding fitted on each split's training people (repeatable): lowrank (row LR), itml, lmnn, pca, none.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option("--model", help="Add a saved embedding (from fit-embedding), applied as is (repeatable).")] = None,
+    hallucination: Annotated[Optional[Path], typer.Option("--hallucination", help="Add the rows H (and H+LR, ... for each -e): NIR faces hallucinated first. A model folder (from train-hallucination), or a folder holding one per split, named by split (e.g. rap3df-seed0). A model trained on a split's test people is refused.")] = None,
+    alpha: Annotated[float, typer.Option(min=0.0, help="Eq. (1) blend weight for --hallucination (paper: 0.6).")] = 0.6,
+    reading: Annotated[str, typer.Option(help="Eq. (1) reading for --hallucination: log (Laplacian of Gaussian) or gaussian.")] = "log",
     workers: WorkersOpt = 1,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Evaluate NIR->VIS identification on a protocol: rank-1, VR@FAR=1% and 0.1%, mean ± std over splits."""
     run_evaluation(dataset.value, data, protocol, train_data, json_out, workers, cache_dir, no_cache,
-                   [e.value for e in embedding or []], model)
+                   [e.value for e in embedding or []], model, hallucination, (alpha, reading))
 
 
 @app.command("fit-embedding")
@@ -260,14 +291,18 @@ def align(
     typer.echo(f"aligned {len(files) - n_fail} of {len(files)} images; failed {n_fail}; wrote {output}")
 
 
-def _register_mining() -> None:
-    # The mining command's module imports only typer and the standard library at the top.
+def _register_stage_commands() -> None:
+    # These modules import only typer and the standard library at the top.
+    from nirvis.hallucination.command import hallucinate
+    from nirvis.hallucination.train_command import train_hallucination
     from nirvis.mining.command import mine
 
     app.command("mine")(mine)
+    app.command("train-hallucination")(train_hallucination)
+    app.command("hallucinate")(hallucinate)
 
 
-_register_mining()
+_register_stage_commands()
 
 
 @app.callback()

@@ -1,0 +1,243 @@
+"""``nirvis hallucinate``: NIR face images -> hallucinated VIS face images (paper Sec. 3, eq. (1), Fig. 5).
+
+Register it on the CLI app with ``app.command("hallucinate")(hallucinate)``. Only typer and the standard
+library are imported at the top, so ``nirvis --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["hallucinate", "collect_images", "output_paths"]
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class Reading(str, Enum):
+    log = "log"
+    gaussian = "gaussian"
+
+
+class Method(str, Enum):
+    fft = "fft"
+    direct = "direct"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def collect_images(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """``(file, name)`` pairs of the images in ``inputs`` (files, or folders searched recursively, sorted):
+    ``name`` is the path relative to its folder (the file's own name for a file argument).
+
+    Raises
+    ------
+    nirvis.errors.ImageError
+        Naming an input that does not exist.
+    """
+    from nirvis.errors import ImageError
+
+    found: list[tuple[Path, Path]] = []
+    for p in inputs:
+        if p.is_dir():
+            found += [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
+                      if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            raise ImageError(f"{p}: no such image file or folder")
+    return found
+
+
+def output_paths(images: list[tuple[Path, Path]], inputs: list[Path], output: Path) -> list[Path]:
+    """Where each hallucinated image goes: ``output`` itself for one input file given with an image suffix,
+    else ``output/<name>.png`` (folder structure and names kept, extension ``.png``).
+
+    Raises
+    ------
+    ValueError
+        If two inputs would write the same output file.
+    """
+    if len(inputs) == 1 and inputs[0].is_file() and output.suffix.lower() in IMAGE_EXTS:
+        return [output]
+    outs = [output / name.with_suffix(".png") for _, name in images]
+    seen: dict[Path, Path] = {}
+    for (src, _), dst in zip(images, outs):
+        if dst in seen:
+            raise ValueError(f"{src} and {seen[dst]} would both be written to {dst}; give them separately")
+        seen[dst] = src
+    return outs
+
+
+def _label(tile, text: str):
+    import cv2
+    import numpy as np
+
+    bar = np.zeros((18, tile.shape[1], 3), np.uint8)
+    cv2.putText(bar, text[:40], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([bar, tile])
+
+
+def _sheet(rows: list[list], titles: list[str]):
+    """One RGB image: a title bar, then one row of equally sized RGB tiles per face (Fig. 5 of the paper)."""
+    import numpy as np
+
+    cols = max(len(r) for r in rows)
+    side = rows[0][0].shape[0]
+    blank = np.full((side, side, 3), 40, np.uint8)
+    body = [np.hstack(r + [blank] * (cols - len(r))) for r in rows]
+    header = np.hstack([_label(np.zeros((0, side, 3), np.uint8), t) for t in titles + [""] * (cols - len(titles))])
+    return np.vstack([header] + body)
+
+
+def _write_rgb(path: Path, rgb) -> None:
+    import cv2
+
+    from nirvis._io import atomic_write_bytes
+    from nirvis.errors import ImageError
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError(f"{path}: could not encode the image as PNG")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def hallucinate(
+    inputs: Annotated[list[Path], typer.Argument(help="NIR image files or folders (png, jpg, bmp, tif).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (one input file) or folder (keeps names, writes .png).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Hallucination model folder (weights.safetensors + config.json).")],
+    aligned: Annotated[bool, typer.Option(help="Inputs are already aligned 224x224 faces (no detection).")] = False,
+    channel: Annotated[str, typer.Option(help="Channel to read as NIR: gray, red (RAP3DF IR), green or blue.")] = "gray",
+    alpha: Annotated[float, typer.Option(min=0.0, help="Eq. (1) weight α (paper: 0.6); 0 = no blending.")] = 0.6,
+    sigma: Annotated[float, typer.Option(min=0.0, help="Eq. (1) Gaussian σ, pixels (paper: 1).")] = 1.0,
+    reading: Annotated[Reading, typer.Option(help="Eq. (1) reading: log (Laplacian of Gaussian) or gaussian (literal).")] = Reading.log,
+    method: Annotated[Method, typer.Option(help="Convolutions: fft (fast on CPU) or direct (stock PyTorch).")] = Method.fft,
+    precision: Annotated[Precision, typer.Option(help="fp32, or bf16 operands (faster on AVX512-BF16 CPUs).")] = Precision.fp32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Faces per forward pass.")] = 8,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Torch threads (default: torch's).")] = None,
+    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, ...")] = "cpu",
+    sheet: Annotated[Optional[Path], typer.Option(help="Also write a sheet: rows NIR | raw CNN | blended | VIS (paper Fig. 5).")] = None,
+    vis: Annotated[Optional[Path], typer.Option(help="For the sheet: a real VIS image of the person, or a folder of VIS images named like the inputs (same stem).")] = None,
+    sheet_rows: Annotated[int, typer.Option(min=1, help="At most this many faces on the sheet.")] = 16,
+) -> None:
+    """Hallucinate VIS faces from NIR face images (paper Sec. 3): align, normalise, CNNs, eq. (1) blend, RGB.
+
+    Images that cannot be read or have no face are reported and skipped; the exit code is non-zero only
+    if every image failed.
+    """
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nirvis._io import read_image
+    from nirvis.errors import ImageError, NirvisError, NoFaceError
+    from nirvis.hallucination.blend import BlendConfig
+    from nirvis.hallucination.infer import Hallucinator
+
+    if channel not in ("gray", "red", "green", "blue"):
+        typer.echo(f"error: --channel {channel!r}: use gray, red, green or blue", err=True)
+        raise typer.Exit(code=2)
+    try:
+        images = collect_images(inputs)
+        if not images:
+            raise ImageError(f"no images ({', '.join(IMAGE_EXTS)}) found in {', '.join(map(str, inputs))}")
+        outs = output_paths(images, inputs, output)
+        if vis is not None and not vis.exists():
+            raise ImageError(f"--vis {vis}: no such image file or folder")
+        blend = BlendConfig(alpha=alpha, sigma=sigma, reading=reading.value) if alpha > 0 else None
+        hal = Hallucinator(model, blend, method.value, precision=precision.value, batch_size=batch_size,
+                           device=device, threads=threads)
+    except (NirvisError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+
+    aligner = None
+    size = 224
+
+    def load(path: Path, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned face and its valid mask; raises ImageError / NoFaceError."""
+        nonlocal aligner
+        img = read_image(path, channel=ch)
+        if aligned:
+            if img.shape[:2] != (size, size):
+                raise ImageError(f"{path}: --aligned needs {size}x{size} aligned faces, got {img.shape[1]}x{img.shape[0]}")
+            return img, np.ones((size, size), bool)
+        if aligner is None:
+            from nirvis.faces.align import FaceAligner
+
+            aligner = FaceAligner()
+        from nirvis.faces.align import valid_mask
+
+        face = aligner.align(img, source=str(path))
+        return face.image, valid_mask(face.matrix, img.shape[:2], size)
+
+    def vis_for(src: Path) -> np.ndarray | None:
+        if vis is None:
+            return None
+        cand = vis if vis.is_file() else next((p for p in sorted(vis.iterdir()) if p.stem == src.stem
+                                              and p.suffix.lower() in IMAGE_EXTS), None) if vis.is_dir() else None
+        if cand is None:
+            return None
+        try:
+            face, _ = load(cand, None)
+        except (NirvisError, OSError) as exc:
+            typer.echo(f"warning: VIS image for the sheet: {exc}", err=True)
+            return None
+        return face if face.ndim == 3 else np.repeat(face[:, :, None], 3, axis=2)
+
+    failures: list[str] = []
+    rows: list[list[np.ndarray]] = []
+    done = 0
+    with Progress(TextColumn("hallucinating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("faces", total=len(images))
+        for start in range(0, len(images), batch_size):
+            chunk = list(zip(images[start:start + batch_size], outs[start:start + batch_size]))
+            faces, masks, keep = [], [], []
+            for (src, _), dst in chunk:
+                try:
+                    face, mask = load(src, channel)
+                except (ImageError, NoFaceError, OSError) as exc:
+                    failures.append(str(exc))
+                    typer.echo(f"warning: {exc}", err=True)
+                    continue
+                faces.append(face)
+                masks.append(mask)
+                keep.append((src, dst))
+            if faces:
+                try:
+                    res = hal.hallucinate(np.stack(faces), np.stack(masks))
+                except (NirvisError, OSError) as exc:
+                    failures += [f"{src}: {exc}" for src, _ in keep]
+                    typer.echo(f"warning: {exc}", err=True)
+                    keep = []
+                for i, (src, dst) in enumerate(keep):
+                    try:
+                        _write_rgb(dst, res.rgb[i])
+                    except (NirvisError, OSError) as exc:
+                        failures.append(f"{dst}: {exc}")
+                        typer.echo(f"warning: {dst}: {exc}", err=True)
+                        continue
+                    done += 1
+                    if sheet is not None and len(rows) < sheet_rows:
+                        v = vis_for(src)
+                        rows.append([np.repeat(res.nir[i][:, :, None], 3, axis=2), res.rgb_raw[i], res.rgb[i]]
+                                    + ([v] if v is not None else []))
+            bar.update(task, advance=len(chunk))
+    if sheet is not None and rows:
+        titles = ["NIR (normalised)", "CNN output",
+                  f"eq. (1) {blend.reading} a={blend.alpha:g}" if blend is not None else "no blend (a=0)"]
+        titles += ["VIS"] if any(len(r) > 3 for r in rows) else []
+        try:
+            _write_rgb(sheet, _sheet(rows, titles))
+        except (NirvisError, OSError) as exc:
+            typer.echo(f"warning: sheet not written: {exc}", err=True)
+    typer.echo(f"hallucinated {done} of {len(images)} images; failed {len(failures)}; wrote "
+               f"{outs[0] if len(outs) == 1 else output}" + (f" and {sheet}" if sheet is not None and rows else ""))
+    if done == 0:
+        raise typer.Exit(code=1)

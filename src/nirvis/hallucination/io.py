@@ -1,0 +1,122 @@
+"""Saving and loading hallucination models: safetensors weights + a JSON config, written atomically.
+
+A model is a folder::
+
+    model/
+        weights.safetensors   state dict of :class:`~nirvis.hallucination.nets.HallucinationNets`
+        config.json           {"format", "version", "nets", "reference", "train_people", "store", "training", ...}
+
+``weights.safetensors`` is written (atomically) before ``config.json`` (atomically), and loading checks
+that the weights' digest is the one recorded in the config, so a crash between the two renames is
+detected instead of pairing new weights with an old config. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nirvis._io import atomic_write, atomic_write_json, read_json
+from nirvis.errors import NirvisError
+from nirvis.hallucination.nets import HallucinationNets
+
+__all__ = ["HallucinationModel", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODEL_VERSION"]
+
+MODEL_FORMAT = "nirvis-hallucination"
+MODEL_VERSION = 1
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+
+class ModelFileError(NirvisError, ValueError):
+    """A hallucination model folder is missing, incomplete or not a nirvis hallucination model."""
+
+
+@dataclass
+class HallucinationModel:
+    """Trained networks plus what is needed to apply them.
+
+    Attributes
+    ----------
+    nets
+        The Y/Cb/Cr networks (inputs and outputs in [0, 1]).
+    reference
+        Photometric reference of the patch store (``nir_mean``, ``nir_std``, ``vis_mean``, ``vis_std`` in
+        8-bit units): inference normalises the NIR face to it, as mining did (paper Sec. 3.1).
+    meta
+        Everything else from ``config.json`` (``train_people``, ``store``, ``training`` ...).
+    """
+
+    nets: HallucinationNets
+    reference: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the weights and config: changes whenever the model's output can."""
+        h = hashlib.sha256(json.dumps({"nets": self.nets.config(), "reference": self.reference},
+                                      sort_keys=True).encode())
+        for k, v in sorted(self.nets.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_model(path: str | os.PathLike, model: HallucinationModel) -> Path:
+    """Write ``model`` to the folder ``path`` (created if needed), atomically file by file."""
+    from safetensors.torch import save_file
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.nets.state_dict().items()}
+    atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
+    config = {**model.meta, "format": MODEL_FORMAT, "version": MODEL_VERSION, "nets": model.nets.config(),
+              "reference": model.reference, "weights_sha256": _digest(folder / WEIGHTS)}
+    atomic_write_json(folder / CONFIG, config)
+    return folder
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> HallucinationModel:
+    """Read a model folder written by :func:`save_model`.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the folder and what is wrong (missing file, other format, weights not matching the config).
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder}: no such hallucination model folder (expected {WEIGHTS} + {CONFIG}; "
+                             "train one with `nirvis train-hallucination`)")
+    cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise ModelFileError(f"{folder}: missing {p.name}; the model is incomplete")
+    config = read_json(cfg_path, ModelFileError)
+    if config.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{cfg_path}: format is {config.get('format')!r}, expected {MODEL_FORMAT!r}")
+    if config.get("version") != MODEL_VERSION:
+        raise ModelFileError(f"{cfg_path}: version {config.get('version')!r} is not supported "
+                             f"(this nirvis reads {MODEL_VERSION})")
+    if config.get("weights_sha256") != _digest(w_path):
+        raise ModelFileError(f"{w_path}: the weights do not match {CONFIG} (interrupted save or edited file)")
+    nets = HallucinationNets.from_config(config["nets"])
+    try:
+        nets.load_state_dict(load_file(str(w_path)))
+    except RuntimeError as exc:
+        raise ModelFileError(f"{w_path}: weights do not fit the networks of {CONFIG}: {exc}") from None
+    nets.to(device).eval()
+    meta = {k: v for k, v in config.items() if k not in ("format", "version", "nets", "reference", "weights_sha256")}
+    return HallucinationModel(nets=nets, reference=config["reference"], meta=meta)
