@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--splits", default="0-9")
     ap.add_argument("--sweep-splits", default="")
+    ap.add_argument("--alphas", default="0:1.01:0.1", help="alpha sweep grid, start:stop:step or a comma list")
+    ap.add_argument("--readings", default="log,gaussian")
     ap.add_argument("--method", default="direct", help="inference convolutions: direct or fft")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--quality-only", action="store_true", help="only the image quality (models must exist)")
@@ -182,8 +184,10 @@ def main() -> None:
     sweep = {}
     for k in parse_ks(args.sweep_splits, len(splits) and max(ks) + 1):
         sp = next(s for s in splits if index[s.name] == k)
-        for reading in ("log", "gaussian"):
-            for alpha in np.round(np.arange(0, 1.01, 0.1), 1):
+        alphas = (np.round(np.arange(*map(float, args.alphas.split(":"))), 2) if ":" in args.alphas
+                  else [float(a) for a in args.alphas.split(",")])
+        for reading in args.readings.split(","):
+            for alpha in alphas:
                 f = hallucinated_features(rec, fs, model_of, blend=BlendConfig(float(alpha), 1.0, reading),
                                           method=args.method)(sp)
                 gX, gok = f.take(sp.gallery)

@@ -74,8 +74,8 @@ def train_hallucination(
     """Train the three hallucination CNNs (Y, Cb, Cr) on mined NIR/VIS patches (paper Sec. 3).
 
     Adam (paper: lr 1e-5, 10 epochs), MSE per channel, a by-person 5/6 - 1/6 train/validation split.
-    Resumable: rerun the same command after an interruption. Under `torchrun --nproc_per_node N` it trains
-    with distributed data parallel.
+    Resumable: rerun the same command after an interruption. Under
+    `torchrun --nproc_per_node N -m nirvis.cli train-hallucination ...` it trains with distributed data parallel.
     """
     import logging
 
