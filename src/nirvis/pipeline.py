@@ -67,15 +67,15 @@ class FeatureSet:
         """A copy whose rows for ``other``'s samples come from ``other`` (e.g. NIR features of hallucinated
         faces over the raw ones); samples only in ``other`` are appended. Failures follow the rows."""
         idx = dict(self.index())
-        samples, feats = list(self.samples), [self.features]
-        ok, methods = self.ok.copy(), list(self.methods)
-        extra = [i for i, s in enumerate(other.samples) if s.capture_id not in idx]
-        for i in extra:
-            idx[other.samples[i].capture_id] = len(samples)
-            samples.append(other.samples[i])
-            methods.append("")
-        features = np.concatenate(feats + [np.full((len(extra), self.features.shape[1]), np.nan, np.float32)])
-        ok = np.concatenate([ok, np.zeros(len(extra), bool)])
+        samples, methods = list(self.samples), list(self.methods)
+        for s in other.samples:
+            if s.capture_id not in idx:
+                idx[s.capture_id] = len(samples)
+                samples.append(s)
+                methods.append("")
+        n_new = len(samples) - len(self.samples)
+        features = np.concatenate([self.features, np.full((n_new, self.features.shape[1]), np.nan, np.float32)])
+        ok = np.concatenate([self.ok, np.zeros(n_new, bool)])
         for i, s in enumerate(other.samples):
             r = idx[s.capture_id]
             features[r], ok[r], methods[r] = other.features[i], other.ok[i], other.methods[i]
