@@ -247,7 +247,7 @@ def breakdown(args: argparse.Namespace) -> dict:
         return wrapper
 
     fc._rfft2_lead = timed("fft_forward", fc._rfft2_lead)
-    fc._irfft2_lead = timed("fft_inverse", fc._irfft2_lead)
+    fc._irfft2_tiles = timed("fft_inverse", fc._irfft2_tiles)
     fc.FFTConv2d._product = timed("products", fc.FFTConv2d._product)
     nets, _ = _nets("paper", args.model)
     fast = _variant_nets(nets, "fft-fp32")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from nirvis.hallucination.fastconv import BF16Conv2d, FFTConv2d, accelerate, choose_tile
+from nirvis.hallucination.fastconv import (BF16Conv2d, ChannelsLastConv2d, ColumnConv2d, FFTConv2d, accelerate,
+                                          choose_tile)
 from nirvis.hallucination.nets import ChannelNetSpec, HallucinationNets
 
 
@@ -67,7 +68,7 @@ def test_whole_network_matches() -> None:
     x = torch.rand(3, 1, 45, 38)
     fast = accelerate(nets, "fft", policy="all")
     kinds = {c: type(fast.nets[c].body[0]).__name__ for c in ("y", "cb", "cr")}
-    assert kinds == {"y": "FFTConv2d", "cb": "Conv2d", "cr": "FFTConv2d"}  # min_kernel=5: 3x3 stays direct
+    assert kinds == {"y": "FFTConv2d", "cb": "ChannelsLastConv2d", "cr": "FFTConv2d"}  # min_kernel=5: 3x3 direct
     with torch.inference_mode():
         ref = nets(x)
         torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
@@ -81,13 +82,34 @@ def test_paper_preset_auto_policy_and_small_face() -> None:
     torch.manual_seed(2)
     nets = HallucinationNets("paper").eval()
     fast = accelerate(nets)  # planned for 224x224 faces by the cost model
-    kinds = {c: "".join("F" if isinstance(m, FFTConv2d) else "d" for m in fast.nets[c].body
-                        if isinstance(m, (nn.Conv2d, FFTConv2d))) for c in ("y", "cb", "cr")}
-    # The first layers (one input channel) are cheap direct; 3x3 stays direct; Cr's 148 -> 1 is a toss-up.
-    assert kinds == {"y": "d" + "F" * 10, "cb": "d" * 7, "cr": "d" + "F" * 6 + "d"}
+    letter = {FFTConv2d: "F", ChannelsLastConv2d: "d", ColumnConv2d: "c"}
+    kinds = {c: "".join(letter[type(m)] for m in fast.nets[c].body if not isinstance(m, nn.PReLU))
+             for c in ("y", "cb", "cr")}
+    # The first layers (one input channel) are cheap direct, 3x3 stays direct, and the 1-channel outputs of
+    # the 3x3 and 5x5 networks are cheapest as one matrix product (column); Y's 11x11 one is FFT.
+    assert kinds == {"y": "d" + "F" * 10, "cb": "d" * 6 + "c", "cr": "d" + "F" * 6 + "c"}
     x = torch.rand(1, 1, 14, 17)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), nets(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k, cin, bias, channels_last", [(5, 7, True, True), (3, 4, False, False), (1, 3, True, False)])
+def test_column_and_channels_last_convs_match_conv2d(k: int, cin: int, bias: bool, channels_last: bool) -> None:
+    last = _conv(cin, 1, k, bias, seed=3)
+    first = _conv(1, cin, k, bias, seed=4)
+    x = torch.randn(2, cin, 13, 9)
+    if channels_last:  # what an FFTConv2d layer hands on
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(ColumnConv2d(last)(x), last(x), atol=1e-5, rtol=1e-5)
+        img = torch.randn(2, 1, 13, 9)
+        out = ChannelsLastConv2d(first)(img)
+        torch.testing.assert_close(out, first(img), atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="one output channel, got 2"):
+        ColumnConv2d(_conv(3, 2, 3))
+    with pytest.raises(ValueError, match=rf"expects \(B, {cin}, H, W\), got shape \(1, {cin + 1}, 5, 5\)"):
+        ColumnConv2d(last)(torch.zeros(1, cin + 1, 5, 5))
 
 
 def test_direct_method_and_bf16_direct() -> None:

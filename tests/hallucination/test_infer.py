@@ -106,7 +106,9 @@ def test_fft_equals_direct_and_batching() -> None:
     fft = fast.hallucinate(nir)
     for name in ("y_raw", "cb", "cr", "y"):
         np.testing.assert_allclose(getattr(fft, name), getattr(direct, name), atol=1e-5)
-    assert np.abs(fft.rgb.astype(int) - direct.rgb).max() <= 1
+    # Planes are rounded to 8 bits before YCrCb -> RGB: a 1e-5 difference can flip one level of Cb, which
+    # moves B by 1.77 levels, so the RGB images may differ by 2 where a plane sits on a rounding boundary.
+    assert np.abs(fft.rgb.astype(int) - direct.rgb).max() <= 2
 
 
 def test_missing_chroma_is_gray_and_model_from_folder(tmp_path: Path) -> None:
