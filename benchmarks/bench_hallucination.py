@@ -197,23 +197,30 @@ def _timed(fn) -> float:
 
 
 def tile_sweep(args: argparse.Namespace) -> list[dict]:
-    """Milliseconds per 224x224 face of each distinct paper layer shape, per tile side (batch 4)."""
+    """Milliseconds per 224x224 face of each distinct paper layer shape (batch 4): stock direct, direct on
+    channels-last memory, column (one output channel only), and FFT per tile side."""
     import torch
 
-    from nirvis.hallucination.fastconv import FFTConv2d, choose_tile, keep_freed_memory
+    from nirvis.hallucination.fastconv import ChannelsLastConv2d, ColumnConv2d, FFTConv2d, choose_tile, keep_freed_memory
 
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
     with torch.inference_mode():
-        for k, ci, co in [(11, 1, 148), (11, 148, 36), (11, 36, 36), (11, 36, 148), (11, 148, 1), (5, 148, 48),
-                          (5, 48, 48), (3, 66, 32), (3, 32, 32)]:
+        for k, ci, co in [(11, 1, 148), (11, 148, 36), (11, 36, 36), (11, 36, 148), (11, 148, 1), (5, 1, 148),
+                          (5, 148, 48), (5, 48, 48), (5, 148, 1), (3, 66, 32), (3, 32, 32), (3, 66, 1)]:
             conv = torch.nn.Conv2d(ci, co, k, padding=k // 2)
             x = torch.randn(4, ci, SIZE, SIZE)
             direct = min(_timed(lambda: conv(x)) for _ in range(2)) / 4 * 1e3
             row = {"kernel": k, "c_in": ci, "c_out": co, "chosen": choose_tile((SIZE, SIZE), k, ci, co),
                    "direct_ms": round(direct, 1), "fft_ms": {}}
+            xl = x.contiguous(memory_format=torch.channels_last)  # what the accelerated layers pass on
+            for label, layer in (("channels_last_ms", ChannelsLastConv2d(conv)),
+                                 ("column_ms", ColumnConv2d(conv) if co == 1 else None)):
+                if layer is not None:
+                    layer(xl)
+                    row[label] = round(min(_timed(lambda: layer(xl)) for _ in range(2)) / 4 * 1e3, 1)
             for t in (56, 60, 64, 66, 70, 72, 80, 90, 96, 128):
                 if t <= k + 8:
                     continue
