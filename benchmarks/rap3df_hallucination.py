@@ -128,7 +128,7 @@ def alpha_sweep(rec: Recognizer, fs, splits, model_of, alphas: list[float], read
 
     Only the probes are hallucinated (the gallery is VIS, and ``H`` fits nothing); alpha 0 (the raw CNN
     luminance, the same for both readings) is computed once per split. Returns ``{reading: {alpha: {"rank1":
-    mean, "rank1_std", "vr_far_1e-2", "per_split": [...]}}}``.
+    mean, "rank1_std", "vr_far_1e-2", "per_split_rank1": [...]}}}``.
     """
     raw: dict[str, dict[str, list]] = {}
     for sp in splits:

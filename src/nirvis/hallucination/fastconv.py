@@ -360,8 +360,9 @@ class ChannelsLastConv2d(nn.Module):
     float32 with channels-last strides, the layout :class:`FFTConv2d` reads and writes without transposing.
 
     Same arithmetic as the wrapped :class:`torch.nn.Conv2d` (oneDNN picks its NHWC kernels; outputs agree to
-    float rounding). Benchmarked on 224x224 faces (1 thread): the 1 -> 148 first layers 1.6-2x and the 3x3 Cb
-    network 1.5x faster than on NCHW, and the next FFT layer skips a transposing copy.
+    float rounding). Benchmarked on 224x224 faces (1 thread, ``bench_hallucination.py --tiles``): the 1 -> 148
+    first layers 1.3x (11x11) and 1.7x (5x5) and the 3x3 Cb layers 1.1-1.3x faster than on NCHW, and the next
+    FFT layer skips a transposing copy.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -379,13 +380,13 @@ class ColumnConv2d(nn.Module):
     """Eval-only convolution with **one output channel** as one matrix product and a col2im sum.
 
     A ``C_in -> 1`` convolution with a ``k x k`` kernel is ``k^2`` weighted sums over the input channels, one
-    per kernel tap, each shifted into place: a ``(B H W, C_in) @ (C_in, k^2)`` matrix product (full BLAS
-    speed, where a direct convolution with one output channel runs at a small fraction of it), then
+    per kernel tap, each shifted into place: a ``(k^2, C_in) @ (B, C_in, H W)`` matrix product (BLAS speed,
+    where a direct convolution with one output channel runs at a small fraction of it), then
     :func:`torch.nn.functional.fold` adds the ``k^2`` shifted planes. The taps are flipped because ``fold``
     scatters each column into its block where the convolution gathers. Same result as the wrapped
-    :class:`torch.nn.Conv2d` (stride 1, 'same' zero padding) to float rounding. Benchmarked (1 thread,
-    224x224, 148 -> 1): 5x faster than direct for 5x5 (3.5x faster than :class:`FFTConv2d`), on a par with
-    :class:`FFTConv2d` for 11x11 (47 against 49 ms per face), 5x faster than direct for 11x11.
+    :class:`torch.nn.Conv2d` (stride 1, 'same' zero padding) to float rounding. Benchmarked
+    (``bench_hallucination.py --tiles --threads 1``, ms per 224x224 face, 148 -> 1): 5x5 12.5 against 66.0
+    direct and 54.6 :class:`FFTConv2d`; 11x11 32.0 against 268.4 direct and 65.5 :class:`FFTConv2d`.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
