@@ -210,10 +210,15 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"quality": quality, "quality_mean_std": agg, "face_box": FACE_BOX}, indent=2))
         return
+    sweep_splits = [next(s for s in splits if index[s.name] == k)
+                    for k in parse_ks(args.sweep_splits, len(splits) and max(ks) + 1)]
+
+    def sweep() -> dict:
+        return alpha_sweep(rec, fs, sweep_splits, model_of, parse_alphas(args.alphas), args.readings.split(","),
+                           args.method)
+
     if args.sweep_only:
-        sweep_ks = parse_ks(args.sweep_splits, len(splits) and max(ks) + 1)
-        result = alpha_sweep(rec, fs, [next(s for s in splits if index[s.name] == k) for k in sweep_ks], model_of,
-                             parse_alphas(args.alphas), args.readings.split(","), args.method)
+        result = sweep()
         if args.json:
             args.json.write_text(json.dumps({"alpha_sweep": result, "args": {k: str(v) for k, v in vars(args).items()},
                                              "seconds": round(time.perf_counter() - t_start, 1)}, indent=2))
@@ -236,9 +241,7 @@ def main() -> None:
     for k, v in agg.items():
         print(f"  {k:6s} PSNR {v['psnr'][0]:.2f} ± {v['psnr'][1]:.2f} dB   SSIM {v['ssim'][0]:.3f} ± {v['ssim'][1]:.3f}")
 
-    sweep_ks = parse_ks(args.sweep_splits, len(splits) and max(ks) + 1)
-    sweep_mean = alpha_sweep(rec, fs, [next(s for s in splits if index[s.name] == k) for k in sweep_ks], model_of,
-                             parse_alphas(args.alphas), args.readings.split(","), args.method)
+    sweep_mean = sweep()
 
     out = {"report": report.to_dict(), "quality": quality, "quality_mean_std": agg, "alpha_sweep": sweep_mean,
            "alpha_sweep_splits": args.sweep_splits, "training": train_log, "args": {k: str(v) for k, v in vars(args).items()},

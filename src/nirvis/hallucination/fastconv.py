@@ -61,14 +61,16 @@ METHODS = ("fft", "direct")
 # Cost model (seconds per unit, one thread of a 2-core AVX-512 CPU, benchmarks/bench_hallucination.py
 # --tiles): a complex MAC of the frequency-domain products; one real 2-D FFT (forward or inverse) per
 # unit of T^2 log2(T^2) (scipy's pocketfft); one element of a tile in the copies around the FFTs
-# (padding, gathering tiles, putting outputs in place); a MAC of oneDNN's direct convolution, which is
+# (padding, putting outputs in place; refitted by least squares to the --tiles timings once the tiles
+# were read through their strides: 3.0 ns before); a MAC of oneDNN's direct convolution, which is
 # about 12x slower per MAC with a single output channel.
 _MAC_S = 0.14e-9
 _FFT_S = 0.30e-9
-_COPY_S = 3.0e-9
+_COPY_S = 1.0e-9
 _DIRECT_S = 0.025e-9
-# A MAC of :class:`ColumnConv2d`'s product plus its share of the col2im sum (148 -> 1, 5x5 and 11x11: 0.052-0.057 ns).
-_COLUMN_S = 0.055e-9
+# A MAC of :class:`ColumnConv2d`'s product plus its share of the col2im sum (least-squares fit to the same
+# --tiles run as _COPY_S: 148 -> 1 at 11x11 and 5x5, 66 -> 1 at 3x3).
+_COLUMN_S = 0.037e-9
 
 
 def _is_smooth(n: int, primes: tuple[int, ...] = (2, 3, 5, 7, 11)) -> bool:
@@ -338,6 +340,14 @@ class FFTConv2d(nn.Module):
         return out.view(b, nh * s, nw * s, co)[:, :h, :w].permute(0, 3, 1, 2)
 
 
+def _frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with ``requires_grad`` off (the original stays trainable)."""
+    out = copy.deepcopy(module).eval()
+    for prm in out.parameters():
+        prm.requires_grad_(False)
+    return out
+
+
 class BF16Conv2d(nn.Module):
     """Eval-only direct convolution in bfloat16: ``(B, C_in, H, W)`` float32 -> ``(B, C_out, H, W)`` float32.
 
@@ -347,9 +357,7 @@ class BF16Conv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.conv = copy.deepcopy(conv).to(torch.bfloat16).eval()
-        for prm in self.conv.parameters():
-            prm.requires_grad_(False)
+        self.conv = _frozen_copy(conv).to(torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x.to(torch.bfloat16)).to(torch.float32)
@@ -367,9 +375,7 @@ class ChannelsLastConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.conv = copy.deepcopy(conv).eval().to(memory_format=torch.channels_last)
-        for prm in self.conv.parameters():
-            prm.requires_grad_(False)
+        self.conv = _frozen_copy(conv).to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # oneDNN's NHWC kernels keep the layout; a few other paths (1x1 kernels) return NCHW, made NHWC here.
@@ -491,8 +497,6 @@ def accelerate(nets: nn.Module, method: str = "fft", *, min_kernel: int = 5, pol
             raise ValueError(f"{label} must be one of {PRECISIONS}, got {value!r}")
     if min_kernel < 1:
         raise ValueError(f"min_kernel must be >= 1, got {min_kernel}")
-    out = copy.deepcopy(nets).eval()
-    for prm in out.parameters():
-        prm.requires_grad_(False)
+    out = _frozen_copy(nets)
     _replace_convs(out, tuple(size), min_kernel, policy, tile, precision, direct_precision, method == "fft")
     return out
