@@ -460,15 +460,22 @@ def train_hallucination(store: str | os.PathLike | PatchStore, output: str | os.
     store_path = store.path if isinstance(store, PatchStore) else Path(store)
     old_threads = torch.get_num_threads()
     dist = _setup_dist()
+    finished = False
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        return _train(store_path, out, cfg, forbidden_people, progress, dist, t_start)
+        summary = _train(store_path, out, cfg, forbidden_people, progress, dist, t_start)
+        finished = True
+        return summary
     finally:
         torch.set_num_threads(old_threads)
         if dist.owns_group:
             import torch.distributed as tdist
 
+            if finished and dist.world > 1:
+                # rank 0 still saves the model while the others are done; tearing gloo down on one rank
+                # while its peer is busy aborted a CI run, so every rank leaves together
+                tdist.barrier()
             tdist.destroy_process_group()
 
 
