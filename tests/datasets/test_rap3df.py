@@ -1,7 +1,8 @@
 import pytest
 
 from nirvis.datasets.base import people
-from nirvis.datasets.rap3df import find_rap3df_sets, load_rap3df, rap3df_external_split, rap3df_splits
+from nirvis.datasets.rap3df import (find_rap3df_sets, load_rap3df, rap3df_external_split, rap3df_people_splits,
+                                    rap3df_splits)
 from nirvis.errors import DatasetError
 
 pytestmark = pytest.mark.data
@@ -58,6 +59,20 @@ def test_protocol_splits(sets):
     again = rap3df_splits(sets)
     assert [g.person for g in again[3].gallery] == [g.person for g in splits[3].gallery]
     assert {g.person for g in splits[0].gallery} != {g.person for g in splits[1].gallery}
+
+
+def test_people_splits_draw_from_both_sets(sets):
+    splits = rap3df_people_splits(sets, n_train=40, n_test=40, n_splits=3)
+    everyone = set(people(sets["2017"])) | set(people(sets["2019"]))
+    for sp in splits:
+        train, test = set(people(sp.train)), {g.person for g in sp.gallery}
+        assert len(train) == 40 and len(test) == 40 and not train & test and train | test <= everyone
+        assert all(p.modality == "nir" and p.person in test for p in sp.probes)
+        assert not {g.pair_id for g in sp.gallery} & {p.capture_id for p in sp.probes}
+    assert any(set(people(sp.train)) & set(people(sets["2017"])) for sp in splits)
+    assert any({g.person for g in sp.gallery} & set(people(sets["2017"])) for sp in splits)
+    with pytest.raises(DatasetError, match="cannot split them 100/40"):
+        rap3df_people_splits(sets, n_train=100, n_test=40)
 
 
 def test_external_split_tests_everyone_in_data(rap3df_root):

@@ -21,7 +21,7 @@ from nirvis.datasets.base import Sample, Split, by_person, people
 from nirvis.errors import DatasetError
 
 __all__ = ["find_rap3df_sets", "load_rap3df", "load_set_2019", "load_set_2017", "rap3df_splits",
-           "rap3df_external_split", "N_SPLITS", "N_TRAIN"]
+           "rap3df_people_splits", "rap3df_external_split", "N_SPLITS", "N_TRAIN"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,30 @@ def rap3df_splits(sets: dict[str, list[Sample]], n_splits: int = N_SPLITS, n_tra
         test_ids = [ids[i] for i in perm[n_train:]]
         gallery, probes = _gallery_and_probes(list(by_person(s19, test_ids)))
         splits.append(Split(f"rap3df-seed{seed}", tuple(s17) + by_person(s19, train_ids), gallery, probes))
+    return splits
+
+
+def rap3df_people_splits(sets: dict[str, list[Sample]], n_train: int = 40, n_test: int = 40,
+                         n_splits: int = N_SPLITS) -> list[Split]:
+    """Random ``n_train`` / ``n_test`` person splits over the people of *both* sets (a secondary protocol).
+
+    The shape of the quick low-rank trial quoted in the low-rank issue (40 training and 40 test people).
+    Split ``k`` permutes the sorted person ids of all sets with ``numpy.random.RandomState(k)``; the first
+    ``n_train`` train, the next ``n_test`` are tested (gallery and probes as in :func:`rap3df_splits`), the
+    rest are not used.
+    """
+    everyone = [s for v in sets.values() for s in v]
+    ids = people(everyone)
+    if n_train < 1 or n_test < 1 or n_train + n_test > len(ids):
+        raise DatasetError(f"RAP3DF has {len(ids)} people; cannot split them {n_train}/{n_test}")
+    splits = []
+    for seed in range(n_splits):
+        perm = np.random.RandomState(seed).permutation(len(ids))
+        train_ids = [ids[i] for i in perm[:n_train]]
+        test_ids = [ids[i] for i in perm[n_train:n_train + n_test]]
+        gallery, probes = _gallery_and_probes(list(by_person(everyone, test_ids)))
+        splits.append(Split(f"rap3df-people{n_train}x{n_test}-seed{seed}", by_person(everyone, train_ids),
+                            gallery, probes))
     return splits
 
 
