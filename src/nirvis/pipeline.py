@@ -114,8 +114,10 @@ class Recognizer:
         Feature cache, or ``None`` for no caching. It also keeps the aligned faces, so a second
         embedder or a new ``nir_transform`` never detects again.
     nir_transform
-        Applied to aligned NIR faces before embedding (e.g. a
-        :class:`~nirvis.hallucination.HallucinatedFaces`); VIS faces are embedded as they are.
+        Applied by :meth:`featurize` to the aligned faces of NIR samples before embedding (e.g. a
+        :class:`~nirvis.hallucination.HallucinatedFaces`); VIS samples are embedded as they are. The
+        single-image methods (:meth:`embed_image`, :meth:`embed_file`) do not know the modality and never
+        apply it: call the transform on the aligned face yourself.
 
     Examples
     --------

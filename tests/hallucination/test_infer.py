@@ -3,6 +3,7 @@ whose output is known."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -13,12 +14,13 @@ from typer.testing import CliRunner
 
 from nirvis.cli import app
 
+from nirvis.faces.align import valid_mask
 from nirvis.faces.normalize import match_mean_std
 from nirvis.faces.types import Face
 from nirvis.hallucination.blend import BlendConfig, blend_luminance
 from nirvis.hallucination.fastconv import FFTConv2d
 from nirvis.hallucination.infer import HallucinatedFaces, Hallucination, HallucinationInputError, Hallucinator
-from nirvis.hallucination.io import HallucinationModel, save_model
+from nirvis.hallucination.io import CONFIG, WEIGHTS, HallucinationModel, ModelFileError, load_model, save_model
 from nirvis.hallucination.nets import ChannelNetSpec, HallucinationNets
 
 REFERENCE = {"nir_mean": 100.0, "nir_std": 30.0, "vis_mean": [100.0, 100.0, 100.0], "vis_std": [40.0, 40.0, 40.0]}
@@ -121,6 +123,32 @@ def test_missing_chroma_is_gray_and_model_from_folder(tmp_path: Path) -> None:
     assert (out.rgb[..., 0] == out.rgb[..., 1]).all() and (out.rgb[..., 1] == out.rgb[..., 2]).all()
 
 
+def test_model_folder_errors_name_the_file(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "m", known_model())
+    good = json.loads((folder / CONFIG).read_text())
+    assert load_model(folder).reference == REFERENCE
+
+    def broken(edit, match: str) -> None:
+        cfg = json.loads(json.dumps(good))
+        edit(cfg)
+        (folder / CONFIG).write_text(json.dumps(cfg))
+        with pytest.raises(ModelFileError, match=match):
+            load_model(folder)
+
+    broken(lambda c: c.update(version=99), "version 99 is not supported")
+    broken(lambda c: c["nets"]["y"].update(kernal=5), f"{CONFIG}: bad or missing 'nets'.*kernal")
+    broken(lambda c: c.pop("reference"), f"{CONFIG}: bad or missing .*reference")
+    (folder / CONFIG).write_text(json.dumps(good))
+    weights = bytearray((folder / WEIGHTS).read_bytes())
+    weights[-3] ^= 0xFF
+    (folder / WEIGHTS).write_bytes(bytes(weights))
+    with pytest.raises(ModelFileError, match="weights do not match"):
+        load_model(folder)
+    (folder / WEIGHTS).unlink()
+    with pytest.raises(ModelFileError, match=f"missing {WEIGHTS}"):
+        load_model(folder)
+
+
 def test_fingerprint_keys_model_and_blend() -> None:
     model = known_model()
     fp = Hallucinator(model).fingerprint
@@ -162,13 +190,15 @@ def test_hallucinated_faces_transform() -> None:
     out = tr(recs)
     assert [f.image.shape for f in out] == [(32, 32, 3)] * 2 and out[0].method == "hog"
     assert out[0].meta["hallucination"] == hal.fingerprint and out[0].meta["source_shape"] == (32, 20)
-    # Only the 20 source columns (less the eroded rim) count in the statistics.
-    assert abs(hal.normalize(nir[0])[:, :19].mean() - out[0].image[:, :19, 0].mean()) > 1
+    # Only the 20 source columns (less the eroded rim) count in the statistics: the same as the masked call,
+    # not as the unmasked one.
+    mask = valid_mask(recs[0].matrix, (32, 20), 32)
+    assert 0 < mask.sum() < mask.size
+    np.testing.assert_array_equal(out[0].image, hal.hallucinate(nir[:1], mask[None]).rgb[0])
+    assert not np.array_equal(out[0].image, hal.hallucinate(nir[:1]).rgb[0])
 
 
 # -- the command ------------------------------------------------------------------------------------------
-
-
 
 
 def test_command_folder_sheet_and_failures(tmp_path: Path) -> None:
@@ -201,11 +231,17 @@ def test_command_single_file_and_all_failing(tmp_path: Path) -> None:
                                       "--model", str(model), "--aligned", "--method", "direct"])
     assert res.exit_code == 0, res.output
     assert cv2.imread(str(tmp_path / "probe_vis.png")).shape == (224, 224, 3)
+    res = CliRunner().invoke(app, ["hallucinate", str(img), "-o", str(tmp_path / "probe_vis.jpg"),
+                                   "--model", str(model), "--aligned", "--method", "direct"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "probe_vis.jpg").read_bytes()[:2] == b"\xff\xd8"  # JPEG, as the name says
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((50, 60), np.uint8))
     res = CliRunner().invoke(app, ["hallucinate", str(small), "-o", str(tmp_path / "o.png"), "--model",
                                       str(model), "--aligned"])
     assert res.exit_code == 1 and "--aligned needs 224x224 aligned faces, got 60x50" in res.output
+    res = CliRunner().invoke(app, ["hallucinate", str(small), "-o", str(tmp_path / "o.png"), "--model", str(model)])
+    assert res.exit_code == 1 and "small.png: no face found" in res.output  # detection, not --aligned
     res = CliRunner().invoke(app, ["hallucinate", str(img), "-o", str(tmp_path / "o.png"), "--model",
                                       str(tmp_path / "nope"), "--aligned"])
     assert res.exit_code == 1 and "no such hallucination model folder" in res.output

@@ -250,7 +250,7 @@ def test_distributed_data_parallel_on_cpu_with_torchrun(store: Path, tmp_path: P
     model = load_model(out)
     assert model.fingerprint == r0["fingerprint"]
     hist = model.meta["history"]
-    assert hist["epochs"][-1]["val"]["y"] < hist["epochs"][0]["val"]["y"] * 1.01
+    assert hist["epochs"][-1]["val"]["y"] < 0.9 * hist["epochs"][0]["val"]["y"]  # it learns (0.024 -> 0.019)
     assert not (out / CHECKPOINT).exists() and no_temporaries(out)
 
 

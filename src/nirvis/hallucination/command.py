@@ -102,9 +102,13 @@ def _write_rgb(path: Path, rgb) -> None:
     from nirvis._io import atomic_write_bytes
     from nirvis.errors import ImageError
 
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    ext = path.suffix.lower() or ".png"  # the format follows the file name (png, jpg, bmp, tif)
+    try:
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        ok = False
     if not ok:
-        raise ImageError(f"{path}: could not encode the image as PNG")
+        raise ImageError(f"{path}: could not encode the image as {ext} (use .png, .jpg, .bmp or .tif)")
     atomic_write_bytes(path, buf.tobytes())
 
 
@@ -134,7 +138,6 @@ def hallucinate(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nirvis._io import read_image
     from nirvis.errors import ImageError, NirvisError, NoFaceError
     from nirvis.hallucination.blend import BlendConfig
     from nirvis.hallucination.infer import Hallucinator
@@ -156,25 +159,14 @@ def hallucinate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
 
-    aligner = None
-    size = 224
+    from nirvis.mining.miner import ImageRef, load_face
 
-    def load(path: Path, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned face and its valid mask; raises ImageError / NoFaceError."""
-        nonlocal aligner
-        img = read_image(path, channel=ch)
-        if aligned:
-            if img.shape[:2] != (size, size):
-                raise ImageError(f"{path}: --aligned needs {size}x{size} aligned faces, got {img.shape[1]}x{img.shape[0]}")
-            return img, np.ones((size, size), bool)
-        if aligner is None:
-            from nirvis.faces.align import FaceAligner
-
-            aligner = FaceAligner()
-        from nirvis.faces.align import valid_mask
-
-        face = aligner.align(img, source=str(path))
-        return face.image, valid_mask(face.matrix, img.shape[:2], size)
+    def load(path: Path, modality: str, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned face (gray NIR or RGB VIS) and its valid mask; raises ImageError / NoFaceError."""
+        got = load_face(ImageRef(str(path), str(path), ch), modality, aligned=aligned, size=224)
+        if got is None:
+            raise NoFaceError(f"{path}: no face found")
+        return got
 
     def vis_for(src: Path) -> np.ndarray | None:
         if vis is None:
@@ -184,11 +176,10 @@ def hallucinate(
         if cand is None:
             return None
         try:
-            face, _ = load(cand, None)
+            return load(cand, "vis", None)[0]
         except (NirvisError, OSError) as exc:
             typer.echo(f"warning: VIS image for the sheet: {exc}", err=True)
             return None
-        return face if face.ndim == 3 else np.repeat(face[:, :, None], 3, axis=2)
 
     failures: list[str] = []
     rows: list[list[np.ndarray]] = []
@@ -201,7 +192,7 @@ def hallucinate(
             faces, masks, keep = [], [], []
             for (src, _), dst in chunk:
                 try:
-                    face, mask = load(src, channel)
+                    face, mask = load(src, "nir", channel)
                 except (ImageError, NoFaceError, OSError) as exc:
                     failures.append(str(exc))
                     typer.echo(f"warning: {exc}", err=True)

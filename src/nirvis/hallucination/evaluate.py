@@ -56,14 +56,15 @@ def model_for_split(path: str | os.PathLike, split: Split) -> Path:
 
 
 def hallucinated_features(rec: Recognizer, base: FeatureSet, model_of: Callable[[Split], str | os.PathLike],
-                          *, blend: BlendConfig | None = BlendConfig(), method: str = "fft", workers: int = 1,
+                          *, blend: BlendConfig | None = BlendConfig(), method: str = "fft",
                           progress: Callable[[int], None] | None = None) -> Callable[[Split], FeatureSet]:
     """``features(split)`` for :class:`~nirvis.evaluation.protocols.SplitConfig`: ``base`` with the rows of
     the split's NIR samples (training and probes) replaced by features of their hallucinated faces.
 
     ``model_of(split)`` gives the model folder; the model is checked against the split's test people.
     Results are kept per split name, so ``H`` and ``H+LR`` hallucinate once. Features are cached by
-    ``rec.cache`` under the hallucinator's fingerprint.
+    ``rec.cache`` under the hallucinator's fingerprint. Runs in this process: the CNNs use torch's threads
+    (worker processes would each receive a copy of the model and recompute its kernel spectra).
     """
     memo: dict[str, FeatureSet] = {}
 
@@ -73,10 +74,9 @@ def hallucinated_features(rec: Recognizer, base: FeatureSet, model_of: Callable[
             model = load_model(path)
             check_model_people(model, split, str(path))
             hal = HallucinatedFaces(Hallucinator(model, blend, method))
-            hrec = Recognizer(rec.embedder, cache=rec.cache, nir_transform=hal)
-            hrec.aligner = rec.aligner
+            hrec = Recognizer(rec.embedder, align=rec.aligner.config, cache=rec.cache, nir_transform=hal)
             nir = [s for s in (*split.train, *split.probes) if s.modality == "nir"]
-            memo[split.name] = base.updated(hrec.featurize(nir, workers=workers, progress=progress))
+            memo[split.name] = base.updated(hrec.featurize(nir, progress=progress))
         return memo[split.name]
 
     return features

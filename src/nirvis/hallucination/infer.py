@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from nirvis.faces.normalize import match_mean_std
 from nirvis.hallucination.blend import BlendConfig, blend_luminance, ycrcb_to_rgb
 from nirvis.hallucination.fastconv import METHODS, PRECISIONS, accelerate, keep_freed_memory
 from nirvis.hallucination.io import HallucinationModel, load_model
+
+if TYPE_CHECKING:
+    from nirvis.faces.types import Face
 
 __all__ = ["Hallucinator", "Hallucination", "HallucinatedFaces", "HallucinationInputError"]
 
@@ -278,9 +282,11 @@ class HallucinatedFaces:
 
     @property
     def fingerprint(self) -> str:
+        """The hallucinator's fingerprint (model weights and blend settings)."""
         return self.hallucinator.fingerprint
 
-    def __call__(self, faces: Sequence) -> list:
+    def __call__(self, faces: Sequence[Face]) -> list[Face]:
+        """Hallucinate a batch of aligned NIR faces of one size; raises :class:`HallucinationInputError`."""
         from nirvis.faces.align import as_gray, valid_mask
 
         faces = list(faces)

@@ -112,11 +112,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> H
                              f"(this nirvis reads {MODEL_VERSION})")
     if config.get("weights_sha256") != _digest(w_path):
         raise ModelFileError(f"{w_path}: the weights do not match {CONFIG} (interrupted save or edited file)")
-    nets = HallucinationNets.from_config(config["nets"])
+    try:
+        nets = HallucinationNets.from_config(config["nets"])
+        reference = config["reference"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{cfg_path}: bad or missing 'nets' / 'reference' entry ({type(exc).__name__}: {exc})"
+                             ) from None
     try:
         nets.load_state_dict(load_file(str(w_path)))
     except RuntimeError as exc:
         raise ModelFileError(f"{w_path}: weights do not fit the networks of {CONFIG}: {exc}") from None
     nets.to(device).eval()
     meta = {k: v for k, v in config.items() if k not in ("format", "version", "nets", "reference", "weights_sha256")}
-    return HallucinationModel(nets=nets, reference=config["reference"], meta=meta)
+    return HallucinationModel(nets=nets, reference=reference, meta=meta)

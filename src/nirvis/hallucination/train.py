@@ -77,9 +77,10 @@ _CKPT_FORMAT = "nirvis-hallucination-checkpoint"
 _CKPT_VERSION = 1
 
 #: Adam learning rate of each preset when :attr:`TrainConfig.lr` is ``None``. ``paper``: the paper's 1e-5.
-#: ``cpu``: 1e-3, measured with ``benchmarks/hallucination_presets.py`` on the RAP3DF fold-0 store (2-core
-#: CPU, 120 s of training): validation MSE (Y + Cb + Cr) 0.65 -> 0.040 at 1e-3, -> 0.042 at 3e-3 (and a
-#: less steady curve), -> 0.45 at 1e-4; the paper preset at 1e-5 went 0.56 -> 0.56 in the same time.
+#: ``cpu``: 3e-3, chosen with the preset itself by ``benchmarks/hallucination_presets.py`` on the RAP3DF fold-0
+#: store (2-core CPU, 120 s of training; docs/BENCHMARKS.md): validation MSE (Y + Cb + Cr) 0.675 -> 0.032 for
+#: the ``small`` network at 3e-3, against 0.652 -> 0.040 for the best first-guess network (1e-3); the paper
+#: preset at 1e-5 went 0.563 -> 0.558 in the same time.
 PRESET_LR: dict[str, float] = {"paper": 1e-5, "cpu": 3e-3}
 
 #: Settings that may change between a run and its resumption. None changes what is computed, but another

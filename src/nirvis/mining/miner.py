@@ -123,7 +123,8 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
         img = np.repeat(img[:, :, None], 3, axis=2)
     if aligned:
         if img.shape[:2] != (size, size):
-            raise ImageError(f"{ref.path}: --aligned needs {size}x{size} aligned faces, got shape {img.shape}")
+            raise ImageError(f"{ref.path}: --aligned needs {size}x{size} aligned faces, "
+                             f"got {img.shape[1]}x{img.shape[0]}")
         return img, np.ones((size, size), bool)
     try:
         face = _aligner().align(img, source=ref.path)
