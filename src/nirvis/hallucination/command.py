@@ -114,7 +114,7 @@ def _write_rgb(path: Path, rgb) -> None:
 
 def hallucinate(
     inputs: Annotated[list[Path], typer.Argument(help="NIR image files or folders (png, jpg, bmp, tif).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (one input file) or folder (keeps names, writes .png).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (one input file; its suffix picks png, jpg, bmp or tif) or folder (keeps names, writes .png).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Hallucination model folder (weights.safetensors + config.json).")],
     aligned: Annotated[bool, typer.Option(help="Inputs are already aligned 224x224 faces (no detection).")] = False,
     channel: Annotated[str, typer.Option(help="Channel to read as NIR: gray, red (RAP3DF IR), green or blue.")] = "gray",
