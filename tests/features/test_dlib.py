@@ -57,5 +57,19 @@ def test_fingerprint_tracks_settings_and_registry_lists_names():
         DlibResNetEmbedder(num_jitters=-1)
 
 
+def test_fingerprint_tracks_the_weights_bytes(tmp_path, monkeypatch):
+    import nirvis.features.dlib_resnet as mod
+
+    base = DlibResNetEmbedder().fingerprint
+    other = tmp_path / mod.models.model_path("resnet").name  # same file name, other bytes
+    other.write_bytes(b"other weights")
+    monkeypatch.setattr(mod.models, "model_path", lambda name: other)
+    mod._weights_id.cache_clear()
+    try:
+        assert DlibResNetEmbedder().fingerprint != base
+    finally:
+        mod._weights_id.cache_clear()
+
+
 def test_empty_batch():
     assert DlibResNetEmbedder().embed([]).shape == (0, 128)

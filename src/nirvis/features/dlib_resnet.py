@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,15 @@ def dlib_chip(face: Face, size: int = 150, padding: float = 0.25) -> np.ndarray:
     rect = dlib.rectangle(int(l), int(t), int(np.ceil(r)), int(np.ceil(b)))
     shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in pts])
     return np.asarray(dlib.get_face_chip(rgb, shape, size=size, padding=padding))
+
+
+@functools.lru_cache(maxsize=1)
+def _weights_id() -> str:
+    """File name and the first 16 hex digits of the SHA-256 of the ResNet weights (read once per process)."""
+    from nirvis._io import file_digest
+
+    path = models.model_path("resnet")
+    return f"{path.name}@{file_digest(path)[:16]}"
 
 
 @register_embedder("dlib")
@@ -61,8 +71,9 @@ class DlibResNetEmbedder(Embedder):
         self.batch_size = int(batch_size)
 
     def config(self) -> dict[str, Any]:
-        return {"num_jitters": self.num_jitters, "flip": self.flip, "padding": self.padding,
-                "weights": models.model_path("resnet").name}
+        # The weights' digest, not only their file name: other weights under the same name must not reuse
+        # cached features or pass a saved embedding's fingerprint check.
+        return {"num_jitters": self.num_jitters, "flip": self.flip, "padding": self.padding, "weights": _weights_id()}
 
     def embed(self, faces: Sequence[Face]) -> np.ndarray:
         if len(faces) == 0:
