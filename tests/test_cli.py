@@ -134,3 +134,35 @@ def test_evaluate_with_hallucination_adds_rows_and_refuses_a_model_that_saw_test
                               str(leaky), *cache])
     assert res.exit_code == 2
     assert "trained on 1 test people" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("protocol, message", [("bogus", "unknown CASIA protocol 'bogus'"),
+                                               ("view2:x", "view2:K must be 1..10, got 'x'"),
+                                               ("view2:11", "view2:K must be 1..10, got '11'")])
+def test_bad_casia_protocol_is_a_message_not_a_traceback(tmp_path, protocol, message):
+    res = runner.invoke(app, ["evaluate", "-d", "casia", "--data", str(tmp_path), "--protocol", protocol])
+    assert res.exit_code == 2 and message in " ".join(res.output.split())
+    assert not isinstance(res.exception, ValueError)
+
+
+def test_align_refuses_a_bad_channel(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    res = runner.invoke(app, ["align", str(tmp_path), "--channel", "reed"])
+    assert res.exit_code == 2 and "--channel 'reed': use gray, red, green or blue" in res.output
+
+
+@pytest.mark.data
+def test_align_save_dir_keeps_the_folders_and_bad_outputs_are_messages(small_folder, tmp_path):
+    saved = tmp_path / "saved"
+    res = runner.invoke(app, ["align", str(small_folder), "-o", str(tmp_path / "s.png"), "--save-dir", str(saved)])
+    assert res.exit_code == 0, res.output
+    # every person has vis/a.bmp: one file each, not one a.png overwritten three times
+    assert len(list(saved.rglob("vis/a.png"))) == 3 and len(list(saved.rglob("*.png"))) == 9
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = runner.invoke(app, ["align", str(small_folder / sorted(p.name for p in small_folder.iterdir())[0]),
+                              "-o", str(blocker / "s.png")])
+    assert res.exit_code == 2 and "cannot write the contact sheet" in " ".join(res.output.split())
+    res = runner.invoke(app, ["fit-embedding", "--method", "pca", "--dataset", "folder", "--data", str(small_folder),
+                              "-o", str(blocker / "m"), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 2 and "cannot write the model" in " ".join(res.output.split())

@@ -88,7 +88,7 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     try:
         root = find_data_root(data)
         name, splits, samples = load_protocol(dataset, root, protocol, train_data)
-    except NirvisError as exc:
+    except (NirvisError, ValueError) as exc:
         _fail(str(exc))
     from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
 
@@ -98,9 +98,10 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
         configs.setdefault(CONFIG_NAMES[method], embedding_fitter(method))
     for path in models or []:
         configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint)
+    blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
     fs = _featurize(rec, samples, workers)
     if hallucination is not None:
-        configs.update(_hallucination_configs(rec, fs, hallucination, blend, embeddings or []))
+        configs.update(_hallucination_configs(rec, fs, hallucination, blend_cfg, embeddings or []))
     try:
         if len(configs) > 1:
             with _status("fitting and scoring") as st:
@@ -112,23 +113,31 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
         _fail(str(exc))
     _print_report(report)
     if json_out is not None:
-        atomic_write_json(json_out, report.to_dict())
+        try:
+            atomic_write_json(json_out, report.to_dict())
+        except OSError as exc:
+            _fail(f"--json {json_out}: cannot write the results ({exc})")
         typer.echo(f"wrote {json_out}")
 
 
-def _hallucination_configs(rec, fs, path: Path, blend: tuple[float, str], embeddings: list[str]) -> dict:
-    """Rows ``H`` and ``H+<row>`` for each learned embedding (paper Sec. 5.2)."""
-    from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
-    from nirvis.evaluation.protocols import SplitConfig
+def _blend_config(path: Path, blend: tuple[float, str]):
+    """The eq. (1) settings of ``--hallucination``, checked before any image is read."""
     from nirvis.hallucination.blend import BlendConfig
-    from nirvis.hallucination.evaluate import hallucinated_features, model_for_split
 
     if not path.exists():
         _fail(f"--hallucination {path}: no such folder")
     try:
-        cfg = BlendConfig(alpha=blend[0], reading=blend[1])
+        return BlendConfig(alpha=blend[0], reading=blend[1])
     except ValueError as exc:
         _fail(str(exc))
+
+
+def _hallucination_configs(rec, fs, path: Path, cfg, embeddings: list[str]) -> dict:
+    """Rows ``H`` and ``H+<row>`` for each learned embedding (paper Sec. 5.2); ``cfg``: a ``BlendConfig``."""
+    from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
+    from nirvis.evaluation.protocols import SplitConfig
+    from nirvis.hallucination.evaluate import hallucinated_features, model_for_split
+
     feats = hallucinated_features(rec, fs, lambda split: model_for_split(path, split), blend=cfg)
     out = {"H": SplitConfig(feats)}
     for method in embeddings:
@@ -205,7 +214,7 @@ def fit_embedding_cmd(
 
     try:
         name, splits, samples = load_protocol(dataset.value, find_data_root(data), protocol)
-    except NirvisError as exc:
+    except (NirvisError, ValueError) as exc:
         _fail(str(exc))
     if split is not None:
         if not 0 <= split < len(splits):
@@ -218,9 +227,15 @@ def fit_embedding_cmd(
         _fail(f"only {len(rows)} of {len(fs.samples)} training images were aligned; nothing to learn from")
     y = np.array([fs.samples[i].person for i in rows])
     mod = np.array([fs.samples[i].modality for i in rows])
-    with _status(f"fitting {method.value} on {len(rows)} vectors of {len(set(y))} people"):
-        model = fit_embedding(method.value, fs.features[rows], y, mod)
-    npz, js = save_embedding(model, output, embedder_fingerprint=rec.embedder.fingerprint)
+    try:
+        with _status(f"fitting {method.value} on {len(rows)} vectors of {len(set(y))} people"):
+            model = fit_embedding(method.value, fs.features[rows], y, mod)
+    except (NirvisError, ValueError) as exc:
+        _fail(f"fitting {method.value} failed: {exc}")
+    try:
+        npz, js = save_embedding(model, output, embedder_fingerprint=rec.embedder.fingerprint)
+    except OSError as exc:
+        _fail(f"--output {output}: cannot write the model ({exc})")
     typer.echo(f"fitted {method.value} on {len(rows)} vectors of {len(set(y))} people "
                f"({len(fs.failures)} images not aligned, left out); wrote {npz} and {js}")
 
@@ -260,34 +275,46 @@ def align(
     from nirvis.faces.align import FaceAligner
     from nirvis.faces.sheet import contact_sheet
 
+    if channel not in (None, "gray", "red", "green", "blue"):
+        _fail(f"--channel {channel!r}: use gray, red, green or blue", code=2)
     exts = {".png", ".jpg", ".jpeg", ".bmp"}
-    files: list[Path] = []
+    files: list[tuple[Path, Path]] = []  # (file, name under --save-dir: its path below the folder given)
     for p in images:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in exts)
+            files += [(f, f.relative_to(p)) for f in sorted(p.rglob("*")) if f.suffix.lower() in exts]
         elif p.exists():
-            files.append(p)
+            files.append((p, Path(p.name)))
         else:
             _fail(f"{p}: no such file or folder")
     files = files[:limit]
     if not files:
         _fail("no images found")
+    if save_dir is not None:
+        names: dict[Path, Path] = {}
+        for f, rel in files:
+            dst = rel.with_suffix(".png")
+            if dst in names:
+                _fail(f"{f} and {names[dst]} would both be saved as {save_dir / dst}; give them separately")
+            names[dst] = f
     aligner = FaceAligner()
     items, n_fail = [], 0
-    for f in files:
+    for f, rel in files:
         try:
             face = aligner.align_file(f, channel=channel)
             items.append((face, f"{f.name} {face.method}"))
             if save_dir is not None:
                 ok, buf = cv2.imencode(".png", face.image if face.is_gray else cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR))
-                atomic_write_bytes(save_dir / f"{f.stem}.png", buf.tobytes())
-        except NirvisError as exc:
+                atomic_write_bytes(save_dir / rel.with_suffix(".png"), buf.tobytes())
+        except (NirvisError, OSError) as exc:
             n_fail += 1
             items.append((None, f"{f.name} FAILED"))
             typer.echo(f"warning: {exc}", err=True)
     sheet = contact_sheet(items, cols=cols)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    atomic_write_bytes(output, buf.tobytes())
+    try:
+        atomic_write_bytes(output, buf.tobytes())
+    except OSError as exc:
+        _fail(f"--output {output}: cannot write the contact sheet ({exc})")
     typer.echo(f"aligned {len(files) - n_fail} of {len(files)} images; failed {n_fail}; wrote {output}")
 
 

@@ -49,3 +49,32 @@ def test_split_config_brings_its_own_features_per_split() -> None:
     assert calls == ["a", "b"]
     assert by["H"]["rank1_mean"] == 1.0 and by["H"]["n_splits"] == 2
     assert by["raw"]["rank1_mean"] < by["H"]["rank1_mean"]
+
+
+def test_an_empty_gallery_names_the_split() -> None:
+    import dataclasses
+
+    import pytest
+
+    rng = np.random.default_rng(0)
+    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
+    gal = tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis")
+    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")), gal,
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
+    fs = _features(samples, scramble_nir=False, rng=rng)
+    ok = np.array([s not in gal for s in samples])
+    failed = dataclasses.replace(fs, ok=ok, features=np.where(ok[:, None], fs.features, np.nan))
+    msg = r"toy split s0: the gallery is empty \(4 VIS gallery image\(s\), none aligned\)"
+    with pytest.raises(ValueError, match=msg):
+        evaluate_splits("toy", [split], failed, {"pca": lambda X, y, m: None})
+
+
+def test_fit_embedding_refuses_a_misspelt_parameter() -> None:
+    import pytest
+
+    from nirvis.evaluation.configs import fit_embedding
+
+    X, y = np.random.default_rng(0).random((20, 10)), np.repeat(np.arange(5), 4)
+    assert fit_embedding("pca", X, y, n_components=3).components_.shape == (3, 10)
+    with pytest.raises(ValueError, match="has no parameter n_componets"):
+        fit_embedding("pca", X, y, n_componets=3)

@@ -50,7 +50,10 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
         if proto == "view2":
             splits = [casia.view2_split(root, k) for k in range(1, 11)]
         elif proto.startswith("view2:"):
-            splits = [casia.view2_split(root, int(proto.split(":", 1)[1]))]
+            fold = proto.split(":", 1)[1]
+            if not fold.isdigit() or not 1 <= int(fold) <= 10:
+                raise ValueError(f"CASIA protocol {proto!r}: the fold K of view2:K must be 1..10, got {fold!r}")
+            splits = [casia.view2_split(root, int(fold))]
         elif proto == "view1":
             splits = [casia.view1_split(root)]
         elif proto == "sixfold":

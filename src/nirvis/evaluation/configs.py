@@ -41,8 +41,9 @@ def fit_embedding(method: str, X: np.ndarray, y: np.ndarray, modality: np.ndarra
 
     from nirvis.embedding import make_embedding
 
-    merged = {**DEFAULT_PARAMS.get(method, {}), **params}
-    model = make_embedding(method, **{k: v for k, v in merged.items() if k in make_embedding(method).get_params()})
+    known = make_embedding(method).get_params()
+    defaults = {k: v for k, v in DEFAULT_PARAMS.get(method, {}).items() if k in known}
+    model = make_embedding(method, **{**defaults, **params})  # a misspelt parameter is refused there
     if modality is not None and "modality" in signature(model.fit).parameters:
         return model.fit(X, y, modality=modality)
     return model.fit(X, y)

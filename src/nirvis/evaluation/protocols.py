@@ -110,6 +110,9 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
             if isinstance(config, SplitConfig):
                 factory, sfs = config.fit, config.features(split)
             gX, gy, pX, py, pok = _split_features(sfs, split)
+            if len(gy) == 0:
+                raise ValueError(f"{protocol} split {split.name}: the gallery is empty ({len(split.gallery)} VIS "
+                                 "gallery image(s), none aligned); nothing to identify against")
             if factory is not None:
                 tX, tok = sfs.take(split.train)
                 tr_ok = [s for s, o in zip(split.train, tok) if o]
