@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nirvis._io import atomic_write, atomic_write_json, read_image
+from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image
 from nirvis.errors import ImageError
 
 
@@ -50,6 +50,18 @@ def test_16_bit_image_is_refused(tmp_path):
         read_image(p)
 
 
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_16_bit_rgb_image_is_refused(tmp_path, ext):
+    import cv2
+
+    p = tmp_path / f"deep_rgb.{ext}"
+    cv2.imwrite(str(p), np.full((4, 5, 3), 40000, np.uint16))  # Pillow would decode it to 8-bit "RGB"
+    with pytest.raises(ImageError, match=rf"deep_rgb\.{ext}: 16-bit RGB image"):
+        read_image(p)
+    cv2.imwrite(str(p), np.full((4, 5, 3), 200, np.uint8))
+    assert read_image(p).shape == (4, 5, 3)
+
+
 def test_alpha_image_is_refused(tmp_path):
     p = _save(tmp_path, "alpha.png", np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(ImageError, match=r"alpha\.png: image has an alpha channel"):
@@ -75,3 +87,14 @@ def test_atomic_write_keeps_old_file_on_crash(tmp_path):
         atomic_write(dst, boom)
     assert dst.read_text().strip().endswith("}") and '"v": 1' in dst.read_text()
     assert [f.name for f in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_files_follow_the_umask_and_npz_refuses_objects(tmp_path, monkeypatch):
+    import nirvis._io as io
+
+    monkeypatch.setattr(io, "_UMASK", 0o022)
+    dst = atomic_write_json(tmp_path / "r.json", {"v": 1})
+    assert dst.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    with pytest.raises(ValueError, match=r"m\.npz: array 'names' holds Python objects"):
+        atomic_save_npz(tmp_path / "m.npz", names=np.array(["a", None], dtype=object))
+    assert not list(tmp_path.glob("m.npz*")) and not list(tmp_path.glob(".m.npz*"))

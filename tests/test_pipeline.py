@@ -89,13 +89,40 @@ def test_workers_give_the_same_result(mixed_samples):
     assert [f.capture_id for f in one.failures] == [f.capture_id for f in two.failures]
 
 
-def test_corrupt_cache_entry_is_dropped(tmp_path):
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
+def test_corrupt_cache_entry_is_dropped(tmp_path, damage):
     cache = FeatureCache(tmp_path)
-    cache.put("feat", "ab" * 32, feature=np.ones(3, np.float32))
-    np.testing.assert_array_equal(cache.get("feat", "ab" * 32)["feature"], np.ones(3))
+    cache.put("feat", "ab" * 32, feature=np.arange(64, dtype=np.float32))
+    np.testing.assert_array_equal(cache.get("feat", "ab" * 32)["feature"], np.arange(64))
     path = next(tmp_path.rglob("*.npz"))
-    path.write_bytes(b"garbage")
+    data = bytearray(path.read_bytes())
+    if damage == "garbage":
+        data = bytearray(b"garbage")
+    elif damage == "truncated":
+        data = data[:len(data) // 2]
+    else:  # a byte of the stored array: the zip's CRC no longer matches
+        data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
     assert cache.get("feat", "ab" * 32) is None and not path.exists()
+
+
+def test_unwritable_cache_is_skipped_with_one_warning(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = FeatureCache(blocker / "cache")
+    with caplog.at_level("WARNING", logger="nirvis.features.cache"):
+        cache.put("feat", "ab" * 32, feature=np.ones(3, np.float32))
+        cache.put("feat", "cd" * 32, feature=np.ones(3, np.float32))
+    assert cache.get("feat", "ab" * 32) is None
+    assert len(caplog.records) == 1 and "cannot be written" in caplog.records[0].getMessage()
+
+
+@pytest.mark.data
+def test_unwritable_cache_does_not_fail_the_images(mixed_samples, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    fs = Recognizer(CountingEmbedder(), cache=FeatureCache(blocker / "cache")).featurize(mixed_samples)
+    assert fs.ok.tolist() == [True, True, False, False, False, False]
 
 
 class Invert:

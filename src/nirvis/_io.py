@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ import numpy as np
 
 from nirvis.errors import ImageError
 
-__all__ = ["read_image", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_save_npz"]
+__all__ = ["read_image", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_save_npz", "file_digest"]
 
 
 def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.ndarray:
@@ -45,6 +46,12 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
         raise ImageError(f"{p}: no such image file")
     try:
         with Image.open(p) as im:
+            # Pillow decodes 48-bit RGB (16 bits per channel, PNG or TIFF) to 8-bit mode "RGB"; only the
+            # raw mode of the file's tiles (e.g. "RGB;16B"), read before decoding, tells.
+            raw = [t.args if isinstance(t.args, str) else (t.args or ("",))[0] for t in im.tile]
+            if any(isinstance(r, str) and ";16" in r for r in raw):
+                raise ImageError(f"{p}: 16-bit {im.mode} image; nirvis reads 8-bit images only: convert it to 8-bit "
+                                 "first")
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -87,6 +94,15 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
     return np.ascontiguousarray(arr[:, :, index])
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (64 hex digits), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
@@ -98,6 +114,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every artefact private
         write(tmp_path)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
@@ -106,6 +123,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp_path.unlink(missing_ok=True)
         raise
     return dst
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -129,7 +156,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """Save arrays to an ``.npz`` file atomically (no pickled objects allowed)."""
+    """Save arrays to an ``.npz`` file atomically (no pickled objects allowed).
+
+    Raises
+    ------
+    ValueError
+        If an array holds Python objects (it would be pickled, and the loaders refuse pickles).
+    """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, a in arrays.items():
+        if a.dtype.hasobject:
+            raise ValueError(f"{path}: array {k!r} holds Python objects (dtype {a.dtype}); "
+                             "store numbers or fixed-width strings")
 
     def _write(p: Path) -> None:
         with open(p, "wb") as fh:

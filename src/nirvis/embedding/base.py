@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-__all__ = ["LinearEmbeddingMixin", "check_n_features", "resolve_n_components", "fit_pca", "validate_X_y"]
+__all__ = ["LinearEmbeddingMixin", "apply_linear_map", "check_n_features", "resolve_n_components", "fit_pca", "validate_X_y"]
 
 
 def check_n_features(name: str, n_features: int, expected: int) -> None:
@@ -71,6 +71,15 @@ def fit_pca(X: np.ndarray, n_components: int, center: bool = True) -> tuple[np.n
     return mean, comps
 
 
+def apply_linear_map(X, mean: np.ndarray, components: np.ndarray, name: str) -> np.ndarray:
+    """``(X - mean) @ components.T`` for features ``X`` of shape ``(n, d)``, validated (``name`` is used in
+    the error messages); float32 for float32 input, else float64."""
+    X = check_array(X, dtype=[np.float64, np.float32], estimator=name)
+    check_n_features(name, X.shape[1], components.shape[1])
+    dtype = X.dtype
+    return ((X - mean.astype(dtype)) @ components.T.astype(dtype)).astype(dtype, copy=False)
+
+
 class LinearEmbeddingMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
     """``transform`` for estimators whose fitted state is ``mean_`` and ``components_``.
 
@@ -94,10 +103,7 @@ class LinearEmbeddingMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
             float32 when ``X`` is float32, else float64.
         """
         check_is_fitted(self, ("components_", "mean_"))
-        X = check_array(X, dtype=[np.float64, np.float32], estimator=self)
-        check_n_features(type(self).__name__, X.shape[1], self.n_features_in_)
-        dtype = X.dtype
-        return ((X - self.mean_.astype(dtype)) @ self.components_.T.astype(dtype)).astype(dtype, copy=False)
+        return apply_linear_map(X, self.mean_, self.components_, type(self).__name__)
 
     def _more_tags(self) -> dict:
         return {"preserves_dtype": [np.float64, np.float32]}

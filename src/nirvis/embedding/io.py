@@ -20,16 +20,15 @@ from another embedder raise :class:`~nirvis.errors.ModelMismatchError`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
-from nirvis._io import atomic_save_npz, atomic_write_json, read_json
-from nirvis.embedding.base import check_n_features
+from nirvis._io import atomic_save_npz, atomic_write_json, file_digest, read_json
+from nirvis.embedding.base import apply_linear_map
 from nirvis.errors import ModelMismatchError
 
 __all__ = ["LinearEmbedding", "save_embedding", "load_embedding", "embedding_paths"]
@@ -111,10 +110,7 @@ class LinearEmbedding:
         """
         if fingerprint is not None:
             self.check_fingerprint(fingerprint)
-        X = check_array(X, dtype=[np.float64, np.float32])
-        check_n_features("LinearEmbedding", X.shape[1], self.n_features_in_)
-        dt = X.dtype
-        return ((X - self.mean_.astype(dt)) @ self.components_.T.astype(dt)).astype(dt, copy=False)
+        return apply_linear_map(X, self.mean_, self.components_, "LinearEmbedding")
 
 
 def _json_safe(value: Any) -> Any:
@@ -125,14 +121,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return repr(value)  # e.g. a RandomState instance: recorded, not restorable
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: str) -> tuple[Path, Path]:
@@ -185,7 +173,7 @@ def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: st
         "n_features_in": int(arrays["components"].shape[1]),
         "n_components": int(arrays["components"].shape[0]),
         "arrays": npz_path.name,
-        "arrays_sha256": _sha256(npz_path),
+        "arrays_sha256": file_digest(npz_path),
         "fit": extra,
         "nirvis_version": __version__,
     }
@@ -224,7 +212,7 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
     npz_path = json_path.with_name(meta["arrays"])
     if not npz_path.is_file():
         raise FileNotFoundError(f"{npz_path}: no such file (named by {json_path})")
-    digest = _sha256(npz_path)
+    digest = file_digest(npz_path)
     if digest != meta["arrays_sha256"]:
         raise ValueError(f"{npz_path} is not the array file {json_path} was saved with (sha256 {digest[:12]}... "
                          f"instead of {meta['arrays_sha256'][:12]}...); save the embedding again")

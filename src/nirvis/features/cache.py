@@ -7,14 +7,19 @@ crashes never corrupt it. Location: ``$NIRVIS_CACHE``, else ``~/.cache/nirvis``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from nirvis._io import atomic_save_npz
+from nirvis._io import atomic_save_npz, file_digest
 
 __all__ = ["FeatureCache", "default_cache_dir", "file_digest"]
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -22,17 +27,11 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "nirvis"
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class FeatureCache:
     """Key-value store of small array records.
+
+    The cache only saves time: an entry that cannot be read is deleted and recomputed, and a folder that
+    cannot be written is reported once in the log while the work goes on uncached.
 
     Parameters
     ----------
@@ -42,6 +41,7 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._write_error: str | None = None
 
     @staticmethod
     def key(*parts: str) -> str:
@@ -58,9 +58,15 @@ class FeatureCache:
         try:
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
             p.unlink(missing_ok=True)
             return None
 
     def put(self, namespace: str, key: str, **arrays: np.ndarray) -> None:
-        atomic_save_npz(self._path(namespace, key), **arrays)
+        """Store ``arrays`` under ``key`` (atomically). A write error is logged once, never raised."""
+        try:
+            atomic_save_npz(self._path(namespace, key), **arrays)
+        except OSError as exc:
+            if self._write_error is None:
+                self._write_error = str(exc)
+                log.warning("feature cache %s cannot be written (%s); going on without caching", self.root, exc)

@@ -7,7 +7,6 @@ the nose base) onto the positions where the network expects them (:attr:`OnnxPre
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nirvis._io import file_digest
 from nirvis.faces.align import similarity_transform
 from nirvis.faces.types import Face
 from nirvis.features.base import Embedder, l2_normalize, register_embedder
@@ -260,7 +260,7 @@ class OnnxEmbedder(Embedder):
         path = self.model_path
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model file not found: {path}")
-        digest = _sha256_file(path)
+        digest = file_digest(path)[:16]
         try:
             session = ort.InferenceSession(str(path), providers=list(self.providers))
         except _ort_errors() as exc:
@@ -348,15 +348,6 @@ class OnnxEmbedder(Embedder):
             raise ValueError(f"ONNX model {self.model_path}: input shape {shape} does not match the preprocessing "
                              f"({layout}, input_size {width}x{height}, expecting {want_text}); "
                              "set OnnxPreprocess.layout and input_size to the model's")
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """First 16 hex digits of the SHA-256 of ``path``'s bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from nirvis._io import atomic_write, atomic_write_json, read_json
+from nirvis._io import atomic_write, atomic_write_json, file_digest, read_json
 from nirvis.errors import NirvisError
 from nirvis.hallucination.nets import HallucinationNets
 
@@ -68,10 +68,6 @@ class HallucinationModel:
         return h.hexdigest()[:16]
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_model(path: str | os.PathLike, model: HallucinationModel) -> Path:
     """Write ``model`` to the folder ``path`` (created if needed), atomically file by file."""
     from safetensors.torch import save_file
@@ -81,7 +77,7 @@ def save_model(path: str | os.PathLike, model: HallucinationModel) -> Path:
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.nets.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
     config = {**model.meta, "format": MODEL_FORMAT, "version": MODEL_VERSION, "nets": model.nets.config(),
-              "reference": model.reference, "weights_sha256": _digest(folder / WEIGHTS)}
+              "reference": model.reference, "weights_sha256": file_digest(folder / WEIGHTS)}
     atomic_write_json(folder / CONFIG, config)
     return folder
 
@@ -110,7 +106,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> H
     if config.get("version") != MODEL_VERSION:
         raise ModelFileError(f"{cfg_path}: version {config.get('version')!r} is not supported "
                              f"(this nirvis reads {MODEL_VERSION})")
-    if config.get("weights_sha256") != _digest(w_path):
+    if config.get("weights_sha256") != file_digest(w_path):
         raise ModelFileError(f"{w_path}: the weights do not match {CONFIG} (interrupted save or edited file)")
     try:
         nets = HallucinationNets.from_config(config["nets"])
