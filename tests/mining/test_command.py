@@ -53,3 +53,6 @@ def test_resolve_training_people() -> None:
     assert resolve_training_people(splits, "a") == (["p1", "p2"], "a")
     with pytest.raises(ValueError, match="use train-of-fold-K"):
         resolve_training_people(splits, "fold-x")
+    leaky = [Split("c", (s("p1"), s("p2")), (Sample("p2", "vis", Path("g.png"), "p2/v"),), (s("p4"),))]
+    with pytest.raises(ValueError, match=r"split c: 1 training people are also test people \(p2\)"):
+        resolve_training_people(leaky, "train-of-fold-0")

@@ -100,7 +100,7 @@ def test_rerun_on_complete_store_is_a_no_op(folder: Path, store: Path) -> None:
     before = store.stat().st_mtime_ns
     s = mine_store(jobs_from_samples(scan_folder(folder)), store, CFG, workers=1, aligned=True)
     assert s["resumed_people"] == 3 and store.stat().st_mtime_ns == before
-    with pytest.raises(StoreError, match="other settings or people"):
+    with pytest.raises(StoreError, match="other settings, people or images"):
         mine_store(jobs_from_samples(scan_folder(folder)), store, MiningConfig(stride=30), aligned=True)
 
 
@@ -129,3 +129,76 @@ def test_shared_parts_folder_mines_each_person_once(folder: Path, store: Path, t
         mine_store(jobs[1:], tmp_path / "other.h5", CFG, aligned=True, parts_dir=cache)
     with pytest.raises(StoreError, match="other settings"):
         mine_store(jobs, tmp_path / "x.h5", MiningConfig(stride=30), aligned=True, parts_dir=cache)
+
+
+def test_bad_images_are_counted_and_the_run_goes_on(folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "faces"
+    shutil.copytree(folder, bad)
+    (bad / "bob" / "nir" / "zz_corrupt.png").write_bytes(b"not a png")
+    import cv2
+
+    cv2.imwrite(str(bad / "carol" / "vis" / "zz_small.png"), np.zeros((50, 60, 3), np.uint8))
+    summary = mine_store(jobs_from_samples(scan_folder(bad)), tmp_path / "s.h5", CFG, aligned=True)
+    assert summary["images_unreadable"] == 2 and summary["images_not_aligned"] == 0
+    by = {p["person"]: p for p in summary["per_person"]}
+    assert [u["id"] for u in by["bob"]["unreadable"]] == ["bob/nir/zz_corrupt.png"]
+    assert "unreadable or corrupt" in by["bob"]["unreadable"][0]["reason"]
+    assert "--aligned needs 224x224 aligned faces, got 60x50" in by["carol"]["unreadable"][0]["reason"]
+    assert by["bob"]["kept"] > 0 and by["carol"]["kept"] > 0  # the good images of both were still mined
+
+
+def test_parts_of_other_images_or_damaged_parts_are_mined_again(folder: Path, store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    cache = tmp_path / "parts"
+    mine_store(jobs_from_samples(scan_folder(folder)), tmp_path / "a.h5", CFG, aligned=True, parts_dir=cache)
+    # Same names, other images: bob has one NIR image fewer in this dataset.
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    sorted((other / "bob" / "nir").glob("*.png"))[-1].unlink()
+    jobs = jobs_from_samples(scan_folder(other))
+    s = mine_store(jobs, tmp_path / "b.h5", CFG, aligned=True, parts_dir=cache)
+    assert s["resumed_people"] == 2
+    fresh = mine_store(jobs, tmp_path / "b_fresh.h5", CFG, aligned=True)
+    assert s["pairs_stored"] == fresh["pairs_stored"] and s["total_nir_images"] == fresh["total_nir_images"] == 5
+    # The complete store b.h5 is not taken as done for the first dataset's images: it is refused.
+    with pytest.raises(StoreError, match="b.h5: a patch store with other settings, people or images"):
+        mine_store(jobs_from_samples(scan_folder(folder)), tmp_path / "b.h5", CFG, aligned=True, parts_dir=cache)
+    s2 = mine_store(jobs_from_samples(scan_folder(folder)), tmp_path / "b2.h5", CFG, aligned=True, parts_dir=cache)
+    assert s2["total_nir_images"] == 6 and s2["resumed_people"] == 2
+    # A damaged part is mined again, with a warning, not a crash.
+    part = sorted(cache.glob("alice*.npz"))[0]
+    part.write_bytes(part.read_bytes()[:100])
+    s3 = mine_store(jobs_from_samples(scan_folder(folder)), tmp_path / "c.h5", CFG, aligned=True, parts_dir=cache)
+    assert s3["resumed_people"] == 2 and s3["pairs_stored"] == s2["pairs_stored"]
+    (cache / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"manifest\.json: not valid JSON"):
+        mine_store(jobs_from_samples(scan_folder(folder)), tmp_path / "d.h5", CFG, aligned=True, parts_dir=cache)
+
+
+def test_damaged_store_is_refused_with_what_is_missing(store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(store, bad)
+    with h5py.File(bad, "a") as h5:
+        del h5.attrs["people"]
+        del h5["flip"]
+    msg = r"bad\.h5: damaged patch store \(missing attribute 'people', dataset 'flip'\)"
+    with pytest.raises(StoreError, match=msg):
+        PatchStore(bad)
+    shutil.copy(store, bad)
+    with h5py.File(bad, "a") as h5:
+        h5.attrs["summary"] = "{not json"
+    with pytest.raises(StoreError, match=r"attribute 'summary' is not JSON"):
+        PatchStore(bad)
+
+
+def test_an_existing_file_that_is_not_a_store_is_not_overwritten(folder: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.h5"
+    junk.write_text("my notes")
+    with pytest.raises(StoreError, match=r"junk\.h5: not a readable HDF5 file .* refusing to overwrite"):
+        mine_store(jobs_from_samples(scan_folder(folder)), junk, CFG, aligned=True)
+    assert junk.read_text() == "my notes"

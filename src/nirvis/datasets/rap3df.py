@@ -11,12 +11,12 @@ same moment, and are linked through :attr:`Sample.pair_id`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from nirvis._io import read_json
 from nirvis.datasets.base import Sample, Split, by_person, people
 from nirvis.errors import DatasetError
 
@@ -51,10 +51,7 @@ def load_set_2019(folder: str | Path) -> list[Sample]:
     db_path = folder / "database.json"
     if not db_path.is_file():
         raise DatasetError(f"{db_path}: RAP3DF database file not found")
-    try:
-        db = json.loads(db_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{db_path}: not valid JSON ({exc})") from exc
+    db = read_json(db_path, DatasetError)
     if not isinstance(db, dict):
         raise DatasetError(f"{db_path}: expected an object person -> pose -> captures")
 
@@ -68,10 +65,19 @@ def load_set_2019(folder: str | Path) -> list[Sample]:
     out: list[Sample] = []
     for person in sorted(db):
         poses = db[person] or {}
+        if not isinstance(poses, dict):
+            raise DatasetError(f"{db_path}: person {person!r} maps to a {type(poses).__name__}, expected an "
+                               "object pose -> captures")
         for pose, caps in poses.items():
             if pose == "demography" or not caps:
                 continue
+            if not isinstance(caps, list):
+                raise DatasetError(f"{db_path}: {person!r} / {pose!r}: expected a list of captures")
             for i, cap in enumerate(caps):
+                if not (isinstance(cap, dict) and isinstance(cap.get("rgb"), str)
+                        and isinstance(cap.get("ir_with_bg"), str)):
+                    raise DatasetError(f"{db_path}: {person!r} / {pose!r} capture {i}: expected "
+                                       "{\"rgb\": path, \"ir_with_bg\": path}")
                 rgb, ir = resolve(cap["rgb"]), resolve(cap["ir_with_bg"])
                 code = Path(cap["rgb"]).stem.removeprefix("rgb_")
                 meta = {"set": "2019", "pose": pose, "index": i}

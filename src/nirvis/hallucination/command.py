@@ -159,7 +159,7 @@ def hallucinate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
 
-    from nirvis.mining.miner import ImageRef, load_face
+    from nirvis.mining.miner import IMAGE_ERRORS, ImageRef, load_face
 
     def load(path: Path, modality: str, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
         """Aligned face (gray NIR or RGB VIS) and its valid mask; raises ImageError / NoFaceError."""
@@ -177,7 +177,7 @@ def hallucinate(
             return None
         try:
             return load(cand, "vis", None)[0]
-        except (NirvisError, OSError) as exc:
+        except (NirvisError, *IMAGE_ERRORS) as exc:
             typer.echo(f"warning: VIS image for the sheet: {exc}", err=True)
             return None
 
@@ -193,7 +193,7 @@ def hallucinate(
             for (src, _), dst in chunk:
                 try:
                     face, mask = load(src, "nir", channel)
-                except (ImageError, NoFaceError, OSError) as exc:
+                except (NoFaceError, *IMAGE_ERRORS) as exc:
                     failures.append(str(exc))
                     typer.echo(f"warning: {exc}", err=True)
                     continue

@@ -30,13 +30,22 @@ def resolve_training_people(splits: list, split: str) -> tuple[list[str], str]:
         if not k_txt.isdigit() or int(k_txt) >= len(splits):
             raise ValueError(f"--split {split!r}: K must be 0..{len(splits) - 1} for this protocol "
                              f"({', '.join(names)})")
-        sp = splits[int(k_txt)]
-        return sp.train_people, sp.name
+        return _checked_train_people(splits[int(k_txt)])
     if split in names:
-        sp = splits[names.index(split)]
-        return sp.train_people, sp.name
+        return _checked_train_people(splits[names.index(split)])
     raise ValueError(f"--split {split!r}: use train-of-fold-K (K=0..{len(splits) - 1}), all, or one of "
                      f"{', '.join(names)}")
+
+
+def _checked_train_people(sp) -> tuple[list[str], str]:
+    """The training people of one split, refusing any who is also tested in it (e.g. ``--train-data`` and
+    ``--data`` sharing people): their patches must never reach a training store."""
+    tested = {s.person for s in (*sp.gallery, *sp.probes)}
+    both = sorted(set(sp.train_people) & tested)
+    if both:
+        raise ValueError(f"split {sp.name}: {len(both)} training people are also test people "
+                         f"({', '.join(both[:5])}{', ...' if len(both) > 5 else ''}); refusing to mine them")
+    return sp.train_people, sp.name
 
 
 def mine(
@@ -106,6 +115,7 @@ def mine(
     typer.echo(f"mined {summary['people']} people ({split_name}): {summary['windows_tried']} windows tried, "
                f"{summary['registration_failures']} registration failures, {summary['pairs_kept']} pairs kept, "
                f"{summary['pairs_pruned']} pruned, {summary['pairs_stored']} stored (with flips) in {output} "
-               f"[{summary['seconds']:.1f} s]")
+               f"[{summary['seconds']:.1f} s]; images skipped: {summary.get('images_not_aligned', 0)} with no face, "
+               f"{summary.get('images_unreadable', 0)} unreadable (listed per person in the summary)")
     if files:
         typer.echo(f"report: {files['summary'].parent}")

@@ -18,6 +18,8 @@ import os
 import re
 import shutil
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image
+from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image, read_json
 from nirvis.errors import ImageError, NoFaceError
 from nirvis.faces.align import FaceAligner, valid_mask
 from nirvis.faces.normalize import match_mean_std, reference_stats
@@ -133,6 +135,21 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
     return face.image, valid_mask(face.matrix, img.shape[:2], size)
 
 
+#: Errors of one image that a mining run records and goes on from (unreadable, corrupt, 16-bit, wrong size
+#: with ``--aligned``, or an image the detector cannot take).
+IMAGE_ERRORS = (ImageError, OSError, RuntimeError, cv2.error)
+
+
+def try_load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int
+                  ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
+    """:func:`load_face`, with an unusable image as ``(None, reason)`` instead of an exception; a readable
+    image with no face is ``(None, None)``."""
+    try:
+        return load_face(ref, modality, aligned=aligned, size=size), None
+    except IMAGE_ERRORS as exc:
+        return None, str(exc) or type(exc).__name__
+
+
 def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224) -> Reference:
     """The photometric reference: the first NIR and the first VIS image (in person, then capture-id
     order) of the first person with both aligned. Deterministic for a given set of jobs.
@@ -145,14 +162,14 @@ def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: 
     for job in jobs:
         nir_ref, nir = None, None
         for r in job.nir:
-            nir = load_face(r, "nir", aligned=aligned, size=size)
+            nir, _ = try_load_face(r, "nir", aligned=aligned, size=size)
             if nir is not None:
                 nir_ref = r
                 break
         if nir_ref is None:
             continue
         for r in job.vis:
-            vis = load_face(r, "vis", aligned=aligned, size=size)
+            vis, _ = try_load_face(r, "vis", aligned=aligned, size=size)
             if vis is not None:
                 (nm,), (ns,) = reference_stats(*nir)
                 vm, vs = reference_stats(*vis)
@@ -228,28 +245,34 @@ def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, a
                 ) -> tuple[dict[str, np.ndarray], dict]:
     """Mine every (NIR, VIS) image pair of one person.
 
-    Each image is aligned once (images with no face are counted and skipped), normalised to the
-    ``reference`` (paper Sec. 3.1), and every NIR image is paired with every VIS image. Rows are ordered
-    by NIR capture id, then VIS capture id, then window location.
+    Each image is aligned once, normalised to the ``reference`` (paper Sec. 3.1), and every NIR image is
+    paired with every VIS image. Images with no face (``not_aligned``) and images that cannot be used
+    (``unreadable``: missing, corrupt, 16-bit, ...; with the reason) are recorded in the stats and skipped.
+    Rows are ordered by NIR capture id, then VIS capture id, then window location.
 
     Returns
     -------
     arrays (see :func:`_empty_result` for the keys) and a JSON-able stats dict.
     """
     size = config.size
-    nirs, viss, failed = [], [], []
-    for r in job.nir:
-        f = load_face(r, "nir", aligned=aligned, size=size)
-        if f is None:
+    nirs, viss, failed, unreadable = [], [], [], []
+
+    def load(r: ImageRef, modality: str):
+        f, reason = try_load_face(r, modality, aligned=aligned, size=size)
+        if reason is not None:
+            unreadable.append({"id": r.id, "reason": reason})
+        elif f is None:
             failed.append(r.id)
-        else:
+        return f
+
+    for r in job.nir:
+        f = load(r, "nir")
+        if f is not None:
             nirs.append((r.id, match_mean_std(f[0], reference.nir_mean, reference.nir_std, mask=f[1]), f[1]))
     pair_of = {r.id: r.pair_id for r in job.nir}
     for r in job.vis:
-        f = load_face(r, "vis", aligned=aligned, size=size)
-        if f is None:
-            failed.append(r.id)
-        else:
+        f = load(r, "vis")
+        if f is not None:
             rgb = match_mean_std(f[0], np.array(reference.vis_mean), np.array(reference.vis_std), mask=f[1])
             viss.append((r.id, cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb), f[1]))
     grid = window_grid(size, config.window, config.stride)
@@ -288,7 +311,7 @@ def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, a
             cat = np.concatenate(parts)
             out[k] = cat if k in ("nir_id", "vis_id") else cat.astype(out[k].dtype)
     stats = {"person": job.person, "nir_images": len(job.nir), "vis_images": len(job.vis),
-             "nir_aligned": len(nirs), "vis_aligned": len(viss), "not_aligned": failed,
+             "nir_aligned": len(nirs), "vis_aligned": len(viss), "not_aligned": failed, "unreadable": unreadable,
              "image_pairs": len(nirs) * len(viss), **totals}
     return out, stats
 
@@ -304,11 +327,53 @@ def _part_path(parts_dir: Path, person: str) -> Path:
     return parts_dir / f"{safe}-{hashlib.sha1(person.encode()).hexdigest()[:10]}.npz"
 
 
+#: What reading a damaged part file raises (truncated or flipped bytes, a missing member, bad JSON).
+_PART_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def job_digest(job: PersonJob, aligned: bool) -> str:
+    """A digest of what one person's part is mined from: their images (capture ids, channels, pairs and
+    file sizes) and ``aligned``. A part mined from other images (another dataset, protocol or
+    ``--train-data`` with the same person names) is mined again instead of being reused; the same data
+    moved to another folder is not."""
+    def size(path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return -1
+
+    refs = [[r.id, r.channel, r.pair_id, size(r.path)] for r in (*job.nir, *job.vis)]
+    blob = json.dumps([job.person, len(job.nir), refs, bool(aligned)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _load_part(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "stats_json"}
-        stats = json.loads(str(z["stats_json"]))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "stats_json"}
+            stats = json.loads(str(z["stats_json"]))
+    except _PART_ERRORS as exc:
+        raise StoreError(f"{path}: damaged part file ({type(exc).__name__}: {exc}); delete it and run again "
+                         "to mine that person anew") from None
     return arrays, stats
+
+
+def _part_done(path: Path, digest: str) -> bool:
+    """Whether ``path`` holds a readable part mined from the images of ``digest`` (see :func:`job_digest`).
+    A damaged part is deleted, and a part of other images is left to be overwritten: both are mined again."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stats = json.loads(str(z["stats_json"]))
+    except _PART_ERRORS as exc:
+        log.warning("%s: damaged part (%s); mining that person again", path, exc)
+        path.unlink(missing_ok=True)
+        return False
+    if stats.get("job") != digest:
+        log.warning("%s: mined from other images of %s; mining again", path, stats.get("person"))
+        return False
+    return True
 
 
 def _mine_and_save(task: tuple) -> dict:
@@ -322,6 +387,7 @@ def _mine_and_save(task: tuple) -> dict:
         arrays, stats = mine_person(job, config, reference, aligned=aligned)
     finally:
         cv2.setNumThreads(threads)
+    stats["job"] = job_digest(job, aligned)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     atomic_save_npz(_part_path(Path(parts_dir), job.person), stats_json=np.array(json.dumps(stats)), **arrays)
     return stats
@@ -332,16 +398,21 @@ def _cleanup_tmp(folder: Path, pattern: str) -> None:
         p.unlink(missing_ok=True)
 
 
-def _store_is_done(output: Path, fingerprint: str, people: list[str]) -> bool:
+def _jobs_digest(digests: Iterable[str | None]) -> str:
+    return hashlib.sha256(json.dumps(list(digests)).encode()).hexdigest()[:16]
+
+
+def _store_is_done(output: Path, fingerprint: str, people: list[str], jobs_digest: str) -> bool:
     if not output.is_file():
         return False
     try:
         with PatchStore(output) as st:
-            same = st.config.get("_fingerprint") == fingerprint and st.people == people
-    except StoreError:
-        return False
+            same = (st.config.get("_fingerprint") == fingerprint and st.people == people
+                    and st.config.get("_jobs") == jobs_digest)
+    except StoreError as exc:  # never overwrite a file that is not one of ours
+        raise StoreError(f"{exc} -- refusing to overwrite {output}; delete it or choose another -o") from None
     if not same:
-        raise StoreError(f"{output}: a patch store with other settings or people already exists; delete it or "
+        raise StoreError(f"{output}: a patch store with other settings, people or images already exists; delete it or "
                          "choose another -o")
     return True
 
@@ -385,9 +456,9 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
     Notes
     -----
     Resumption: a person is done when their part file exists (written to a temporary file, fsynced and
-    renamed). Killing the process at any moment and rerunning gives the same store: unfinished people are
-    mined again from scratch, finished ones are not, and assembly (pruning with a seeded RNG, flips) runs
-    on the canonical person order.
+    renamed), can be read and was mined from the same images (:func:`job_digest`). Killing the process at
+    any moment and rerunning gives the same store: unfinished people are mined again from scratch, finished
+    ones are not, and assembly (pruning with a seeded RNG, flips) runs on the canonical person order.
     """
     config = config or MiningConfig()
     if workers < 1:
@@ -402,7 +473,8 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
     shared = parts_dir is not None
     parts = Path(parts_dir) if shared else parts_dir_for(output)
     keep_parts = keep_parts or shared
-    if _store_is_done(output, fp, people):
+    digests = [job_digest(j, aligned) for j in jobs]
+    if _store_is_done(output, fp, people, _jobs_digest(digests)):
         log.info("%s is already complete; nothing to do", output)
         if parts.exists() and not keep_parts:
             shutil.rmtree(parts, ignore_errors=True)
@@ -412,7 +484,7 @@ def mine_store(jobs: Sequence[PersonJob], output: str | os.PathLike, config: Min
     _cleanup_tmp(parts, ".*.tmp*")
     _cleanup_tmp(output.parent, f".{output.name}.*.tmp*")
     reference = _parts_manifest(parts, jobs, config, aligned, meta or {}, shared)
-    todo = [j for j in jobs if not _part_path(parts, j.person).is_file()]
+    todo = [j for j, d in zip(jobs, digests) if not _part_done(_part_path(parts, j.person), d)]
     resumed = len(jobs) - len(todo)
     log.info("mining %d people (%d already done) with %d worker(s)", len(todo), resumed, workers)
     tasks = [(j, config.to_dict(), reference.to_dict(), aligned, str(parts)) for j in todo]
@@ -454,7 +526,10 @@ def _parts_manifest(parts: Path, jobs: Sequence[PersonJob], config: MiningConfig
         reference = choose_reference(jobs, aligned=aligned, size=config.size)
         atomic_write_json(manifest_path, {**manifest, "reference": reference.to_dict()})
         return reference
-    old = json.loads(manifest_path.read_text())
+    old = read_json(manifest_path, StoreError)
+    if not isinstance(old, dict) or not isinstance(old.get("reference"), dict):
+        raise StoreError(f"{manifest_path}: not a parts manifest (no 'reference'); delete the folder {parts} "
+                         "and run again")
     if any(old.get(k, False if k == "shared" else None) != manifest[k] for k in keys):
         what = "other settings" if shared else "other settings or people"
         raise StoreError(f"{parts}: holds parts mined with {what}; delete the folder or choose another one")
@@ -488,7 +563,8 @@ def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: Minin
     all_loc = np.concatenate(locs) if locs else np.zeros(0, np.int64)
     keep, cap = prune_per_location(all_loc, n_loc, config.prune_quantile, config.seed)
     summary = summarize(stats_all, all_loc, keep, cap, n_loc, config)
-    config_d = {**config.to_dict(), "_fingerprint": config.fingerprint()}
+    config_d = {**config.to_dict(), "_fingerprint": config.fingerprint(),
+                "_jobs": _jobs_digest(s.get("job") for s in stats_all)}
 
     def write(tmp: Path) -> None:
         import h5py
@@ -549,11 +625,13 @@ def summarize(stats: list[dict], loc_index: np.ndarray, keep: np.ndarray, cap: i
         per_person.append({"person": s["person"], "image_pairs": s["image_pairs"], "windows": s["windows"],
                            "registered": s["registered"], "kept": n,
                            "same_capture_kept": s["same_capture_kept"], "kept_after_prune": int(keep[start:start + n].sum()),
-                           "not_aligned": s["not_aligned"],
+                           "not_aligned": s["not_aligned"], "unreadable": s.get("unreadable", []),
                            "acceptance": round(n / s["windows"], 4) if s["windows"] else None})
         start += n
     return {
         "people": len(stats), **{f"total_{k}": v for k, v in tot.items()},
+        "images_not_aligned": sum(len(s["not_aligned"]) for s in stats),
+        "images_unreadable": sum(len(s.get("unreadable", [])) for s in stats),
         "windows_tried": tot["windows"],
         "windows_outside_image": tot["outside"],
         "registration_failures": tot[FAIL_FLAT] + tot[FAIL_ECC] + tot[FAIL_IMPLAUSIBLE],

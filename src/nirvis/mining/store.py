@@ -101,6 +101,18 @@ class PatchStore:
         if not bool(self._h5.attrs.get("complete", False)):
             self._h5.close()
             raise StoreError(f"{self.path}: patch store is incomplete; rerun `nirvis mine` to finish it")
+        missing = [f"attribute {a!r}" for a in ("people", "config", "reference", "summary") if a not in self._h5.attrs]
+        missing += [f"dataset {f!r}" for f in PAIR_FIELDS if f not in self._h5]
+        if missing:
+            self._h5.close()
+            raise StoreError(f"{self.path}: damaged patch store (missing {', '.join(missing)}); mine it again")
+        try:
+            for a in ("people", "config", "reference", "summary"):
+                json.loads(self._h5.attrs[a])
+        except (TypeError, ValueError) as exc:
+            self._h5.close()
+            raise StoreError(f"{self.path}: damaged patch store (attribute {a!r} is not JSON: {exc}); "
+                             "mine it again") from None
 
     def __enter__(self) -> PatchStore:
         return self
