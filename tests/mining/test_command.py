@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from nirvis.cli import app
 
 from nirvis.mining import PatchStore
-from nirvis.mining.command import resolve_training_people
+from nirvis.mining.command import check_not_tested, resolve_training_people
 
 from .synth import write_folder
 
@@ -54,5 +54,8 @@ def test_resolve_training_people() -> None:
     with pytest.raises(ValueError, match="use train-of-fold-K"):
         resolve_training_people(splits, "fold-x")
     leaky = [Split("c", (s("p1"), s("p2")), (Sample("p2", "vis", Path("g.png"), "p2/v"),), (s("p4"),))]
+    people, name = resolve_training_people(leaky, "train-of-fold-0")
     with pytest.raises(ValueError, match=r"split c: 1 training people are also test people \(p2\)"):
-        resolve_training_people(leaky, "train-of-fold-0")
+        check_not_tested(leaky, people, name)
+    check_not_tested(leaky, ["p1"], "c")
+    check_not_tested(leaky, people, "all")

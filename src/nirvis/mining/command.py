@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["mine", "resolve_training_people"]
+__all__ = ["mine", "resolve_training_people", "check_not_tested"]
 
 
 def resolve_training_people(splits: list, split: str) -> tuple[list[str], str]:
@@ -30,22 +30,32 @@ def resolve_training_people(splits: list, split: str) -> tuple[list[str], str]:
         if not k_txt.isdigit() or int(k_txt) >= len(splits):
             raise ValueError(f"--split {split!r}: K must be 0..{len(splits) - 1} for this protocol "
                              f"({', '.join(names)})")
-        return _checked_train_people(splits[int(k_txt)])
+        sp = splits[int(k_txt)]
+        return sp.train_people, sp.name
     if split in names:
-        return _checked_train_people(splits[names.index(split)])
+        sp = splits[names.index(split)]
+        return sp.train_people, sp.name
     raise ValueError(f"--split {split!r}: use train-of-fold-K (K=0..{len(splits) - 1}), all, or one of "
                      f"{', '.join(names)}")
 
 
-def _checked_train_people(sp) -> tuple[list[str], str]:
-    """The training people of one split, refusing any who is also tested in it (e.g. ``--train-data`` and
-    ``--data`` sharing people): their patches must never reach a training store."""
-    tested = {s.person for s in (*sp.gallery, *sp.probes)}
-    both = sorted(set(sp.train_people) & tested)
+def check_not_tested(splits: list, people: list[str], split_name: str) -> None:
+    """Refuse to mine ``people`` for ``split_name`` when some of them are tested in that split (e.g.
+    ``--train-data`` and ``--data`` sharing people): their patches must never reach a training store.
+    ``split_name == "all"`` (every split's training people) is the user's explicit choice and not checked.
+
+    Raises
+    ------
+    ValueError
+        Naming up to five such people.
+    """
+    if split_name == "all":
+        return
+    sp = next(s for s in splits if s.name == split_name)
+    both = sorted(set(people) & {s.person for s in (*sp.gallery, *sp.probes)})
     if both:
         raise ValueError(f"split {sp.name}: {len(both)} training people are also test people "
                          f"({', '.join(both[:5])}{', ...' if len(both) > 5 else ''}); refusing to mine them")
-    return sp.train_people, sp.name
 
 
 def mine(
@@ -96,6 +106,7 @@ def mine(
         root = find_data_root(data)
         _, splits, _ = load_protocol(dataset, root, protocol, train_data)
         people, split_name = resolve_training_people(splits, split)
+        check_not_tested(splits, people, split_name)
         train = [s for sp in splits for s in sp.train]
         jobs = jobs_from_samples(train, people)
         if not jobs:
