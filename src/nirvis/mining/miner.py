@@ -408,7 +408,7 @@ def _store_is_done(output: Path, fingerprint: str, people: list[str], jobs_diges
     try:
         with PatchStore(output) as st:
             same = (st.config.get("_fingerprint") == fingerprint and st.people == people
-                    and st.config.get("_jobs") == jobs_digest)
+                    and st.config.get("_jobs", jobs_digest) == jobs_digest)  # stores before _jobs: not checked
     except StoreError as exc:  # never overwrite a file that is not one of ours
         raise StoreError(f"{exc} -- refusing to overwrite {output}; delete it or choose another -o") from None
     if not same:
