@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,11 @@ import numpy as np
 
 from nirvis.errors import ImageError
 
-__all__ = ["read_image", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_save_npz", "file_digest"]
+__all__ = ["read_image", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_save_npz", "file_digest",
+           "NPZ_READ_ERRORS"]
+
+#: What reading a damaged ``.npz`` raises (truncated or flipped bytes, a missing member, bad contents).
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.ndarray:

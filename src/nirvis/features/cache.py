@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from nirvis._io import atomic_save_npz, file_digest
+from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, file_digest
 
 __all__ = ["FeatureCache", "default_cache_dir", "file_digest"]
 
@@ -58,7 +56,7 @@ class FeatureCache:
         try:
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        except NPZ_READ_ERRORS:
             p.unlink(missing_ok=True)
             return None
 

@@ -18,8 +18,6 @@ import os
 import re
 import shutil
 import time
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nirvis._io import atomic_save_npz, atomic_write, atomic_write_json, read_image, read_json
+from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, atomic_write, atomic_write_json, read_image, read_json
 from nirvis.errors import ImageError, NoFaceError
 from nirvis.faces.align import FaceAligner, valid_mask
 from nirvis.faces.normalize import match_mean_std, reference_stats
@@ -327,10 +325,6 @@ def _part_path(parts_dir: Path, person: str) -> Path:
     return parts_dir / f"{safe}-{hashlib.sha1(person.encode()).hexdigest()[:10]}.npz"
 
 
-#: What reading a damaged part file raises (truncated or flipped bytes, a missing member, bad JSON).
-_PART_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
-
-
 def job_digest(job: PersonJob, aligned: bool) -> str:
     """A digest of what one person's part is mined from: their images (capture ids, channels, pairs and
     file sizes) and ``aligned``. A part mined from other images (another dataset, protocol or
@@ -352,7 +346,7 @@ def _load_part(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "stats_json"}
             stats = json.loads(str(z["stats_json"]))
-    except _PART_ERRORS as exc:
+    except NPZ_READ_ERRORS as exc:
         raise StoreError(f"{path}: damaged part file ({type(exc).__name__}: {exc}); delete it and run again "
                          "to mine that person anew") from None
     return arrays, stats
@@ -366,7 +360,7 @@ def _part_done(path: Path, digest: str) -> bool:
     try:
         with np.load(path, allow_pickle=False) as z:
             stats = json.loads(str(z["stats_json"]))
-    except _PART_ERRORS as exc:
+    except NPZ_READ_ERRORS as exc:
         log.warning("%s: damaged part (%s); mining that person again", path, exc)
         path.unlink(missing_ok=True)
         return False
