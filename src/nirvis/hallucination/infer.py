@@ -15,6 +15,7 @@ Steps, for a batch of aligned ``224 x 224`` NIR faces:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,7 +61,8 @@ class Hallucination:
     rgb
         ``(B, H, W, 3)`` uint8 RGB of (``y``, ``cr``, ``cb``): the hallucinated VIS face.
     rgb_raw
-        ``(B, H, W, 3)`` uint8 RGB of (``y_raw``, ``cr``, ``cb``): the CNN output before blending.
+        ``(B, H, W, 3)`` uint8 RGB of (``y_raw``, ``cr``, ``cb``): the CNN output before blending, computed
+        on first use (only sheets show it).
     """
 
     nir: np.ndarray
@@ -69,7 +71,10 @@ class Hallucination:
     cr: np.ndarray
     y: np.ndarray
     rgb: np.ndarray
-    rgb_raw: np.ndarray
+
+    @functools.cached_property
+    def rgb_raw(self) -> np.ndarray:
+        return ycrcb_to_rgb(self.y_raw * 255.0, self.cr * 255.0, self.cb * 255.0)
 
     def __len__(self) -> int:
         return len(self.nir)
@@ -263,8 +268,7 @@ class Hallucinator:
         y = y_raw if self.blend is None else blend_luminance(y_raw, x01, self.blend)
         y = np.clip(y, 0.0, 1.0).astype(np.float32)
         rgb = ycrcb_to_rgb(y * 255.0, cr * 255.0, cb * 255.0)
-        rgb_raw = ycrcb_to_rgb(y_raw * 255.0, cr * 255.0, cb * 255.0)
-        return Hallucination(nir=norm, y_raw=y_raw, cb=cb, cr=cr, y=y, rgb=rgb, rgb_raw=rgb_raw)
+        return Hallucination(nir=norm, y_raw=y_raw, cb=cb, cr=cr, y=y, rgb=rgb)
 
 
 class HallucinatedFaces:
