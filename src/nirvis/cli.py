@@ -301,14 +301,18 @@ def align(
     for f, rel in files:
         try:
             face = aligner.align_file(f, channel=channel)
-            items.append((face, f"{f.name} {face.method}"))
-            if save_dir is not None:
-                ok, buf = cv2.imencode(".png", face.image if face.is_gray else cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR))
-                atomic_write_bytes(save_dir / rel.with_suffix(".png"), buf.tobytes())
         except (NirvisError, OSError) as exc:
             n_fail += 1
             items.append((None, f"{f.name} FAILED"))
             typer.echo(f"warning: {exc}", err=True)
+            continue
+        items.append((face, f"{f.name} {face.method}"))
+        if save_dir is not None:
+            ok, buf = cv2.imencode(".png", face.image if face.is_gray else cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR))
+            try:
+                atomic_write_bytes(save_dir / rel.with_suffix(".png"), buf.tobytes())
+            except OSError as exc:
+                _fail(f"--save-dir {save_dir}: cannot write the aligned faces ({exc})")
     sheet = contact_sheet(items, cols=cols)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     try:

@@ -43,6 +43,13 @@ def test_no_face_error_names_the_source():
         FaceAligner().align(img, source="blank.png")
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (50, 1), (1, 1, 3), (7, 40)])
+def test_images_too_small_for_a_face_are_no_face_not_a_dlib_crash(shape):
+    # (50, 1) corrupted the heap inside dlib's detector before the size check; (1, 1) raised a RuntimeError.
+    with pytest.raises(NoFaceError, match=r"tiny\.png: \d+x\d+ px is too small to hold a face"):
+        FaceAligner().align(np.zeros(shape, np.uint8), source="tiny.png")
+
+
 def test_bad_cascade_step_is_refused():
     with pytest.raises(ValueError, match="unknown cascade step 'haar'"):
         DetectorConfig(cascade=("hog", "haar"))

@@ -23,7 +23,11 @@ from nirvis.faces.detect import Detection, DetectorConfig, detect_faces
 from nirvis.faces.types import TEMPLATE_ANCHORS, TEMPLATE_SIZE, Face
 
 __all__ = ["AlignConfig", "FaceAligner", "anchors_from_landmarks", "similarity_transform", "warp_to_template",
-           "as_gray", "valid_mask"]
+           "as_gray", "valid_mask", "MIN_IMAGE_SIDE"]
+
+#: Smallest image side (pixels) the detectors are given: no face can be found below it, and dlib's
+#: detectors fail on images of one or two pixels a side (a RuntimeError, or heap corruption for 50x1).
+MIN_IMAGE_SIDE = 8
 
 #: Mouth centre from the eyes and nose, in units of the inter-eye distance, in the frame of the eyes
 #: (x along the eye line, y perpendicular, downwards): ``mouth = MOUTH_COEF.T @ [nose_x, nose_y, 1]``.
@@ -201,9 +205,13 @@ class FaceAligner:
         Raises
         ------
         NoFaceError
-            When no step of the cascade finds a face; the message names ``source``.
+            When no step of the cascade finds a face, or the image is smaller than :data:`MIN_IMAGE_SIDE`
+            on a side; the message names ``source``.
         """
         gray = as_gray(image, source)
+        if min(gray.shape[:2]) < MIN_IMAGE_SIDE:
+            raise NoFaceError(f"{source or 'image'}: {gray.shape[1]}x{gray.shape[0]} px is too small to hold a face "
+                              f"(at least {MIN_IMAGE_SIDE} px on each side)")
         dets = detect_faces(gray, self.config.detector)
         if not dets:
             raise NoFaceError(f"{source or 'image'}: no face found (tried {', '.join(self.config.detector.cascade)})")
