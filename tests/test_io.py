@@ -98,3 +98,17 @@ def test_atomic_files_follow_the_umask_and_npz_refuses_objects(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"m\.npz: array 'names' holds Python objects"):
         atomic_save_npz(tmp_path / "m.npz", names=np.array(["a", None], dtype=object))
     assert not list(tmp_path.glob("m.npz*")) and not list(tmp_path.glob(".m.npz*"))
+
+
+def test_exif_orientation_is_applied_and_huge_images_are_refused(tmp_path, monkeypatch):
+    arr = np.zeros((20, 30, 3), np.uint8)
+    arr[:5] = 255  # a bright top band
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    p = tmp_path / "phone.jpg"
+    Image.fromarray(arr).save(p, exif=exif, quality=95)
+    img = read_image(p)
+    assert img.shape == (30, 20, 3) and img[:, -5:].mean() > 200  # the band is now on the right, as displayed
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 600 px is more than twice the limit
+    with pytest.raises(ImageError, match=r"phone\.jpg: image too large to read safely"):
+        read_image(p)

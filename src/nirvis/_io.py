@@ -45,7 +45,7 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
         When the file is missing, unreadable or corrupt, or is 16-bit, has an alpha channel or is a
         palette image. The message names the file and the reason.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
     if not p.is_file():
@@ -59,6 +59,8 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
                 raise ImageError(f"{p}: 16-bit {im.mode} image; nirvis reads 8-bit images only: convert it to 8-bit "
                                  "first")
             im.load()
+            if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: store the pixels upright, as viewers do
+                im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                 raise ImageError(f"{p}: {mode} image ({'16' if mode.startswith('I;16') else '32'}-bit); "
@@ -80,6 +82,8 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
                 raise ImageError(f"{p}: unsupported image mode {mode!r}")
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{p}: image too large to read safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{p}: unreadable or corrupt image ({exc})") from exc
     if arr.ndim not in (2, 3) or arr.size == 0:

@@ -78,7 +78,9 @@ def test_batch_units_and_linearity() -> None:
 def test_errors_name_the_bad_value() -> None:
     with pytest.raises(ValueError, match="reading must be one of.*'laplace'"):
         BlendConfig(reading="laplace")
-    with pytest.raises(ValueError, match="sigma must be .* > 0, got 0"):
+    with pytest.raises(ValueError, match=r"sigma must be a number in \(0, 56.0\] pixels .*got 1000.0"):
+        BlendConfig(sigma=1000.0)  # a huge filter ran for minutes per face
+    with pytest.raises(ValueError, match=r"sigma must be a number in \(0, 56.0\].*got 0"):
         BlendConfig(sigma=0)
     with pytest.raises(ValueError, match="alpha must be .* >= 0, got -1"):
         BlendConfig(alpha=-1)

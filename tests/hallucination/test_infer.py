@@ -177,6 +177,9 @@ def test_input_errors() -> None:
         hal.hallucinate(np.zeros((32, 32), np.uint8), np.zeros((32, 32), bool))
     with pytest.raises(ValueError, match="method must be one of"):
         Hallucinator(known_model(), method="winograd")
+    for device in ("bogus", "meta"):
+        with pytest.raises(ValueError, match=f"device '{device}'"):
+            Hallucinator(known_model(), method="direct", device=device)
 
 
 def test_hallucinated_faces_transform() -> None:

@@ -36,6 +36,11 @@ __all__ = ["BlendConfig", "READINGS", "blend_luminance", "ycrcb_to_rgb"]
 READINGS = ("log", "gaussian")
 
 
+#: Largest σ accepted, pixels: a quarter of the 224-px face. Filters grow with σ (σ = 1e5 took a minute per
+#: face) while the paper uses 1.
+MAX_SIGMA = 56.0
+
+
 @dataclass(frozen=True)
 class BlendConfig:
     """Settings of equation (1) (paper Sec. 3.2).
@@ -58,8 +63,9 @@ class BlendConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"BlendConfig.alpha must be a finite number >= 0, got {self.alpha!r}")
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"BlendConfig.sigma must be a finite number > 0, got {self.sigma!r}")
+        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and 0 < self.sigma <= MAX_SIGMA):
+            raise ValueError(f"BlendConfig.sigma must be a number in (0, {MAX_SIGMA}] pixels (paper: 1), "
+                             f"got {self.sigma!r}")
         if self.reading not in READINGS:
             raise ValueError(f"BlendConfig.reading must be one of {READINGS}, got {self.reading!r}")
 

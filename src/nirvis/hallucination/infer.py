@@ -133,6 +133,14 @@ class Hallucinator:
             raise ValueError(f"Hallucinator: batch_size must be >= 1, got {batch_size}")
         if threads is not None and threads < 1:
             raise ValueError(f"Hallucinator: threads must be >= 1 or None, got {threads}")
+        try:
+            dev = torch.device(device)
+            torch.empty(0, device=dev)  # an unknown, unbuilt or absent device fails here, not mid-run
+        except (RuntimeError, AssertionError, NotImplementedError) as exc:
+            raise ValueError(f"Hallucinator: device {device!r} is not usable here ({str(exc).splitlines()[0]})"
+                             ) from None
+        if dev.type == "meta":
+            raise ValueError("Hallucinator: device 'meta' holds no data; use cpu or cuda")
         if not isinstance(model, HallucinationModel):
             model = load_model(Path(model), device=device)
         for key in ("nir_mean", "nir_std"):
@@ -144,7 +152,7 @@ class Hallucinator:
         self.method = method
         self.precision = precision
         self.batch_size = batch_size
-        self.device = torch.device(device)
+        self.device = dev
         self.threads = threads
         self.nets = accelerate(model.nets, method, precision=precision, direct_precision=precision).to(self.device)
         if keep_memory and method == "fft" and self.device.type == "cpu":
