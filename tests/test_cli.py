@@ -166,3 +166,19 @@ def test_align_save_dir_keeps_the_folders_and_bad_outputs_are_messages(small_fol
     res = runner.invoke(app, ["fit-embedding", "--method", "pca", "--dataset", "folder", "--data", str(small_folder),
                               "-o", str(blocker / "m"), "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 2 and "cannot write the model" in " ".join(res.output.split())
+
+
+def test_two_models_with_one_name_and_save_dir_over_the_inputs_are_refused(tmp_path):
+    data = tmp_path / "data"
+    for m in ("nir", "vis"):
+        (data / "p1" / m).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / "p1" / m / "0.png")
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(data), "--model",
+                              str(tmp_path / "a" / "lr"), "--model", str(tmp_path / "b" / "lr")])
+    assert res.exit_code == 2 and "another --model is also named 'lr'" in " ".join(res.output.split())
+    img = tmp_path / "faces" / "x.png"
+    img.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    res = runner.invoke(app, ["align", str(img.parent), "-o", str(tmp_path / "s.png"), "--save-dir", str(img.parent)])
+    assert res.exit_code == 2 and "would overwrite the input image" in " ".join(res.output.split())
+    assert Image.open(img).size == (8, 8)

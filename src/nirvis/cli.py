@@ -96,6 +96,11 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     configs = {"raw": None}
     for method in embeddings or []:
         configs.setdefault(CONFIG_NAMES[method], embedding_fitter(method))
+    names = [p.name for p in models or []]
+    for path in models or []:
+        if names.count(path.name) > 1:
+            _fail(f"--model {path}: another --model is also named {path.name!r}; one row would replace the other "
+                  "(rename one of them)")
     for path in models or []:
         configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint)
     blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
@@ -295,6 +300,8 @@ def align(
             dst = rel.with_suffix(".png")
             if dst in names:
                 _fail(f"{f} and {names[dst]} would both be saved as {save_dir / dst}; give them separately")
+            if (save_dir / dst).resolve() == f.resolve():
+                _fail(f"--save-dir {save_dir}: would overwrite the input image {f}; save elsewhere")
             names[dst] = f
     aligner = FaceAligner()
     items, n_fail = [], 0

@@ -245,6 +245,15 @@ def test_command_single_file_and_all_failing(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "--aligned needs 224x224 aligned faces, got 60x50" in res.output
     res = CliRunner().invoke(app, ["hallucinate", str(small), "-o", str(tmp_path / "o.png"), "--model", str(model)])
     assert res.exit_code == 1 and "small.png: no face found" in res.output  # detection, not --aligned
+    assert "nothing written" in res.output and not (tmp_path / "o.png").exists()
+    inplace = tmp_path / "inplace"
+    inplace.mkdir()
+    cv2.imwrite(str(inplace / "f.png"), faces(1, size=224)[0])
+    before = (inplace / "f.png").read_bytes()
+    res = CliRunner().invoke(app, ["hallucinate", str(inplace), "-o", str(inplace), "--model", str(model),
+                                   "--aligned"])
+    assert res.exit_code == 1 and "would overwrite the input image" in res.output
+    assert (inplace / "f.png").read_bytes() == before
     res = CliRunner().invoke(app, ["hallucinate", str(img), "-o", str(tmp_path / "o.png"), "--model",
                                       str(tmp_path / "nope"), "--aligned"])
     assert res.exit_code == 1 and "no such hallucination model folder" in res.output

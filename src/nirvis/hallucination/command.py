@@ -150,6 +150,10 @@ def hallucinate(
         if not images:
             raise ImageError(f"no images ({', '.join(IMAGE_EXTS)}) found in {', '.join(map(str, inputs))}")
         outs = output_paths(images, inputs, output)
+        sources = {src.resolve() for src, _ in images}
+        clash = next((dst for dst in outs if dst.resolve() in sources), None)
+        if clash is not None:
+            raise ValueError(f"-o {output}: would overwrite the input image {clash}; write elsewhere")
         if vis is not None and not vis.exists():
             raise ImageError(f"--vis {vis}: no such image file or folder")
         blend = BlendConfig(alpha=alpha, sigma=sigma, reading=reading.value) if alpha > 0 else None
@@ -220,15 +224,19 @@ def hallucinate(
                         rows.append([np.repeat(res.nir[i][:, :, None], 3, axis=2), res.rgb_raw[i], res.rgb[i]]
                                     + ([v] if v is not None else []))
             bar.update(task, advance=len(chunk))
+    sheet_written = False
     if sheet is not None and rows:
         titles = ["NIR (normalised)", "CNN output",
                   f"eq. (1) {blend.reading} a={blend.alpha:g}" if blend is not None else "no blend (a=0)"]
         titles += ["VIS"] if any(len(r) > 3 for r in rows) else []
         try:
             _write_rgb(sheet, _sheet(rows, titles))
+            sheet_written = True
         except (NirvisError, OSError) as exc:
-            typer.echo(f"warning: sheet not written: {exc}", err=True)
-    typer.echo(f"hallucinated {done} of {len(images)} images; failed {len(failures)}; wrote "
-               f"{outs[0] if len(outs) == 1 else output}" + (f" and {sheet}" if sheet is not None and rows else ""))
+            typer.echo(f"warning: --sheet {sheet}: not written ({exc})", err=True)
+    wrote = [str(outs[0] if len(outs) == 1 else output)] if done else []
+    wrote += [str(sheet)] if sheet_written else []
+    typer.echo(f"hallucinated {done} of {len(images)} images; failed {len(failures)}"
+               + (f"; wrote {' and '.join(wrote)}" if wrote else "; nothing written"))
     if done == 0:
         raise typer.Exit(code=1)
