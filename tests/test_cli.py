@@ -67,6 +67,8 @@ def test_evaluate_folder_writes_the_documented_json(small_folder, tmp_path):
     assert row["rank1_mean"] <= 6 / 7
     assert 0 <= rep["alignment"]["nir_rate"] < 1 and rep["alignment"]["vis_rate"] == 1.0
     assert any("broken.png" in f["path"] for f in rep["alignment"]["failures"])
+    assert "image(s) gave no features and count as misses" in res.output
+    assert "broken.png: unreadable or corrupt image" in res.output  # named on the console, not only in the JSON
 
 
 @pytest.mark.data
@@ -83,9 +85,12 @@ def test_align_writes_a_contact_sheet(small_folder, tmp_path):
 def test_fit_embedding_then_evaluate_with_it_and_refuse_another_embedder(small_folder, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     model = tmp_path / "pca"
+    first = sorted(p for p in small_folder.iterdir())[0]
+    shutil.copy(first / "vis" / "a.bmp", first / "vis" / "b.bmp")  # a second VIS image: not in the protocol
     res = runner.invoke(app, ["fit-embedding", "--method", "pca", "--dataset", "folder", "--data",
                               str(small_folder), "-o", str(model), *cache])
     assert res.exit_code == 0, res.output
+    assert "fitted pca on 10 vectors of 3 people" in res.output  # every aligned image, the extra VIS included
     meta = json.loads((tmp_path / "pca.json").read_text())
     assert meta["method"] == "pca" and meta["embedder_fingerprint"].startswith("dlib-resnet128:")
     out = tmp_path / "res.json"
@@ -162,10 +167,10 @@ def test_align_save_dir_keeps_the_folders_and_bad_outputs_are_messages(small_fol
     blocker.write_text("x")
     res = runner.invoke(app, ["align", str(small_folder / sorted(p.name for p in small_folder.iterdir())[0]),
                               "-o", str(blocker / "s.png")])
-    assert res.exit_code == 2 and "cannot write the contact sheet" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "is a file, not a folder" in " ".join(res.output.split())  # before aligning
     res = runner.invoke(app, ["fit-embedding", "--method", "pca", "--dataset", "folder", "--data", str(small_folder),
                               "-o", str(blocker / "m"), "--cache-dir", str(tmp_path / "cache")])
-    assert res.exit_code == 2 and "cannot write the model" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "is a file, not a folder" in " ".join(res.output.split())  # before fitting
 
 
 def test_two_models_with_one_name_and_save_dir_over_the_inputs_are_refused(tmp_path):
@@ -182,3 +187,18 @@ def test_two_models_with_one_name_and_save_dir_over_the_inputs_are_refused(tmp_p
     res = runner.invoke(app, ["align", str(img.parent), "-o", str(tmp_path / "s.png"), "--save-dir", str(img.parent)])
     assert res.exit_code == 2 and "would overwrite the input image" in " ".join(res.output.split())
     assert Image.open(img).size == (8, 8)
+
+
+def test_unusable_outputs_fail_before_any_work(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(tmp_path / "nowhere"),
+                              "--json", str(folder)])
+    assert res.exit_code == 2 and "--json" in res.output and "is a folder" in res.output  # before the data
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = runner.invoke(app, ["fit-embedding", "--dataset", "folder", "--data", str(tmp_path / "nowhere"),
+                              "-o", str(blocker / "m")])
+    assert res.exit_code == 2 and "is a file, not a folder" in " ".join(res.output.split())
+    res = runner.invoke(app, ["mine", "--dataset", "folder", "--data", str(tmp_path / "nowhere"), "-o", str(folder)])
+    assert res.exit_code == 1 and "is a folder; give the store's file name" in " ".join(res.output.split())

@@ -46,7 +46,33 @@ def _featurize(rec, samples, workers: int):
     with Progress(TextColumn("align + embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), transient=False) as bar:
         task = bar.add_task("faces", total=len({s.capture_id for s in samples}))
-        return rec.featurize(samples, workers=workers, progress=lambda n: bar.advance(task, n))
+        fs = rec.featurize(samples, workers=workers, progress=lambda n: bar.advance(task, n))
+    _print_failures(fs.failures)
+    return fs
+
+
+def _check_output_file(path: Path | None, option: str) -> None:
+    """Fail before any work when ``path`` cannot become a file: it is a folder, or lies under a file."""
+    if path is None:
+        return
+    if path.is_dir():
+        _fail(f"{option} {path}: is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                _fail(f"{option} {path}: {parent} is a file, not a folder")
+            break
+
+
+def _print_failures(failures, shown: int = 10) -> None:
+    """Name the images that gave no features (they count as misses), the first ``shown`` of them."""
+    if not failures:
+        return
+    typer.echo(f"{len(failures)} image(s) gave no features and count as misses:", err=True)
+    for f in failures[:shown]:
+        typer.echo(f"  {f.reason if f.path in f.reason else f'{f.path}: {f.reason}'}", err=True)
+    if len(failures) > shown:
+        typer.echo(f"  ... and {len(failures) - shown} more (all listed in --json)", err=True)
 
 
 def _print_report(report) -> None:
@@ -85,6 +111,7 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     from nirvis.errors import NirvisError
     from nirvis.evaluation.protocols import evaluate_splits
 
+    _check_output_file(json_out, "--json")
     try:
         root = find_data_root(data)
         name, splits, samples = load_protocol(dataset, root, protocol, train_data)
@@ -217,8 +244,16 @@ def fit_embedding_cmd(
     from nirvis.errors import NirvisError
     from nirvis.evaluation.configs import fit_embedding
 
+    from nirvis.embedding.io import embedding_paths
+
+    _check_output_file(embedding_paths(output)[0], "--output")
     try:
-        name, splits, samples = load_protocol(dataset.value, find_data_root(data), protocol)
+        root = find_data_root(data)
+        name, splits, samples = load_protocol(dataset.value, root, protocol)
+        if dataset.value == "folder" and split is None:
+            from nirvis.datasets.folder import scan_folder
+
+            samples = scan_folder(root)  # every image; the protocol's samples hold one VIS image per person
     except (NirvisError, ValueError) as exc:
         _fail(str(exc))
     if split is not None:
@@ -282,6 +317,7 @@ def align(
 
     if channel not in (None, "gray", "red", "green", "blue"):
         _fail(f"--channel {channel!r}: use gray, red, green or blue", code=2)
+    _check_output_file(output, "--output")
     exts = {".png", ".jpg", ".jpeg", ".bmp"}
     files: list[tuple[Path, Path]] = []  # (file, name under --save-dir: its path below the folder given)
     for p in images:

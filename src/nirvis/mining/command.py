@@ -99,6 +99,9 @@ def mine(
     from nirvis.mining.report import write_report
 
     logging.basicConfig(level=logging.WARNING)
+    if output.is_dir():
+        typer.echo(f"error: --output {output}: is a folder; give the store's file name (e.g. patches.h5)", err=True)
+        raise typer.Exit(code=1)
     try:
         config = MiningConfig(window=window, stride=stride, patch=patch, min_sum=min_sum, min_s1=min_s1,
                               min_s2=min_s2, ecc_iterations=ecc_iterations, ecc_eps=ecc_eps,
