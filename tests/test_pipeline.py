@@ -194,3 +194,19 @@ def test_feature_set_updated_replaces_rows_and_failures():
     assert up.ok.tolist() == [True, True, False, True] and up.methods == ["hog", "mmod", "", "hog"]
     assert [f.reason for f in up.failures] == ["still none"]
     np.testing.assert_array_equal(base.features[1], [0, 1])  # the original is unchanged
+
+
+@pytest.mark.data
+def test_cached_features_of_another_shape_are_recomputed(mixed_samples, tmp_path):
+    emb = CountingEmbedder()
+    cache = FeatureCache(tmp_path / "cache")
+    rec = Recognizer(emb, cache=cache)
+    first = rec.featurize(mixed_samples)
+    for p in (tmp_path / "cache" / "feat").rglob("*.npz"):
+        with np.load(p) as z:
+            entry = dict(z)
+        if not str(entry["reason"]):  # a good entry, hand-edited to a 3-d feature
+            np.savez(p, feature=np.ones(3, np.float32), method=entry["method"], reason=entry["reason"])
+    second = rec.featurize(mixed_samples)
+    assert emb.calls == 4  # the two good faces were embedded again, not read back with the wrong shape
+    np.testing.assert_array_equal(first.features, second.features)

@@ -172,12 +172,16 @@ class Recognizer:
             akey = self._keys(sample)[0]
         if akey is not None:
             hit = self.cache.get("align", akey)
-            if hit is not None:
-                if str(hit["reason"]):
-                    raise NoFaceError(str(hit["reason"]))
-                return Face(image=hit["image"], landmarks=hit["landmarks"], anchors=hit["anchors"],
-                            matrix=hit["matrix"], method=str(hit["method"]), score=float(hit["score"]),
-                            source=str(sample.path), meta={"source_shape": tuple(int(v) for v in hit["source_shape"])})
+            if hit is not None and "reason" in hit and str(hit["reason"]):
+                raise NoFaceError(str(hit["reason"]))
+            try:
+                if hit is not None:
+                    return Face(image=hit["image"], landmarks=hit["landmarks"], anchors=hit["anchors"],
+                                matrix=hit["matrix"], method=str(hit["method"]), score=float(hit["score"]),
+                                source=str(sample.path),
+                                meta={"source_shape": tuple(int(v) for v in hit["source_shape"])})
+            except (KeyError, ValueError, TypeError):
+                pass  # an entry of another layout or a hand-edited one: align again
         try:
             face = self.aligner.align(sample.read(), source=str(sample.path))
         except NoFaceError as exc:
@@ -190,6 +194,13 @@ class Recognizer:
                            source_shape=np.array(face.meta.get("source_shape", (0, 0))), reason=np.array(""))
         return face
 
+    def _usable_feature(self, hit: dict[str, np.ndarray]) -> bool:
+        """A cached feature record as written by :meth:`_featurize_chunk` (anything else is recomputed)."""
+        if not {"reason", "feature", "method"} <= set(hit):
+            return False
+        f = hit["feature"]
+        return bool(str(hit["reason"])) or (f.shape == (self.embedder.dim,) and bool(np.isfinite(f).all()))
+
     def _featurize_chunk(self, samples: Sequence[Sample]) -> list[tuple[np.ndarray | None, str, str]]:
         """(feature or None, method, failure reason) for each sample."""
         results: list[tuple[np.ndarray | None, str, str] | None] = [None] * len(samples)
@@ -201,7 +212,7 @@ class Recognizer:
                 if self.cache is not None:
                     akey, fkey = self._keys(s)
                     hit = self.cache.get("feat", fkey)
-                    if hit is not None:
+                    if hit is not None and self._usable_feature(hit):
                         reason = str(hit["reason"])
                         results[i] = (None if reason else hit["feature"], str(hit["method"]), reason)
                         continue

@@ -138,6 +138,8 @@ def test_model_folder_errors_name_the_file(tmp_path: Path) -> None:
     broken(lambda c: c.update(version=99), "version 99 is not supported")
     broken(lambda c: c["nets"]["y"].update(kernal=5), f"{CONFIG}: bad or missing 'nets'.*kernal")
     broken(lambda c: c.pop("reference"), f"{CONFIG}: bad or missing .*reference")
+    broken(lambda c: c["reference"].update(nir_mean="abc"), "'nir_mean' must hold finite numbers, got 'abc'")
+    broken(lambda c: c["reference"].update(nir_std=float("nan")), "'nir_std' must hold finite numbers")
     (folder / CONFIG).write_text(json.dumps(good))
     weights = bytearray((folder / WEIGHTS).read_bytes())
     weights[-3] ^= 0xFF

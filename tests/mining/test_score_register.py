@@ -40,6 +40,8 @@ def test_acceptance_thresholds_are_configurable() -> None:
     cfg = MiningConfig()
     assert accept(0.6, 0.5, cfg) and not accept(0.5, 0.5, cfg) and not accept(0.9, 0.35, cfg)
     assert accept(0.3, 0.3, MiningConfig(min_sum=0.5, min_s1=0.2, min_s2=0.2))
+    with pytest.raises(ValueError, match="min_sum must be a finite number, got nan"):
+        MiningConfig(min_sum=float("nan"))  # would silently keep no pair
 
 
 def test_flat_window_is_a_counted_failure_without_nan() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,24 @@ class HallucinationModel:
         return h.hexdigest()[:16]
 
 
+def _check_reference(reference: Any) -> None:
+    """The photometric reference: finite ``nir_mean`` and ``nir_std > 0``, and, where present, three finite
+    ``vis_mean`` and three positive ``vis_std`` values."""
+    if not isinstance(reference, dict):
+        raise TypeError(f"reference must be an object, got {type(reference).__name__}")
+    values = {"nir_mean": [reference["nir_mean"]], "nir_std": [reference["nir_std"]]}
+    for key in ("vis_mean", "vis_std"):
+        if key in reference:
+            values[key] = list(reference[key])
+            if len(values[key]) != 3:
+                raise ValueError(f"reference {key!r} needs 3 values (one per RGB channel), got {len(values[key])}")
+    for key, vals in values.items():
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+            raise ValueError(f"reference {key!r} must hold finite numbers, got {reference[key]!r}")
+        if key.endswith("_std") and min(vals) <= 0:
+            raise ValueError(f"reference {key!r} must be > 0, got {reference[key]!r}")
+
+
 def save_model(path: str | os.PathLike, model: HallucinationModel) -> Path:
     """Write ``model`` to the folder ``path`` (created if needed), atomically file by file."""
     from safetensors.torch import save_file
@@ -111,6 +130,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> H
     try:
         nets = HallucinationNets.from_config(config["nets"])
         reference = config["reference"]
+        _check_reference(reference)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{cfg_path}: bad or missing 'nets' / 'reference' entry ({type(exc).__name__}: {exc})"
                              ) from None

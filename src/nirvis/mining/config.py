@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import asdict, dataclass
 
@@ -94,6 +95,9 @@ class MiningConfig:
             raise ValueError(f"MiningConfig: ecc_iterations must be >= 1, got {self.ecc_iterations}")
         if not 0.0 < self.prune_quantile <= 1.0:
             raise ValueError(f"MiningConfig: prune_quantile must be in (0, 1], got {self.prune_quantile}")
+        for name in ("min_sum", "min_s1", "min_s2", "ecc_eps"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"MiningConfig: {name} must be a finite number, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
