@@ -150,10 +150,12 @@ def test_bad_casia_protocol_is_a_message_not_a_traceback(tmp_path, protocol, mes
     assert not isinstance(res.exception, ValueError)
 
 
-def test_align_refuses_a_bad_channel(tmp_path):
+def test_align_refuses_a_bad_channel_and_fails_when_nothing_aligns(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     res = runner.invoke(app, ["align", str(tmp_path), "--channel", "reed"])
     assert res.exit_code == 2 and "--channel 'reed': use gray, red, green or blue" in res.output
+    res = runner.invoke(app, ["align", str(tmp_path / "a.png"), "-o", str(tmp_path / "sheet.png")])
+    assert res.exit_code == 1 and "aligned 0 of 1 images; failed 1" in res.output
 
 
 @pytest.mark.data

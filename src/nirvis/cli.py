@@ -363,6 +363,8 @@ def align(
     except OSError as exc:
         _fail(f"--output {output}: cannot write the contact sheet ({exc})")
     typer.echo(f"aligned {len(files) - n_fail} of {len(files)} images; failed {n_fail}; wrote {output}")
+    if n_fail == len(files):
+        raise typer.Exit(code=1)  # nothing aligned: like hallucinate, a failure for scripts
 
 
 def _register_stage_commands() -> None:
