@@ -105,3 +105,13 @@ def test_person_folders_without_images(tmp_path):
     (empty / "alice" / "vis" / "x.gif").write_bytes(b"GIF89a")
     with pytest.raises(DatasetError, match=r"empty.*1 person folders but no image files"):
         folder_split(empty)
+
+
+def test_skipped_folders_are_logged_and_two_folders_of_one_modality_refused(people_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="nirvis.datasets.folder"):
+        scan_folder(people_dir)
+    assert any("1 folder(s) without a nir/ or vis/ sub-folder skipped (misc)" in r.getMessage()
+               for r in caplog.records)
+    _img(people_dir / "bob" / "nir" / "z.png", "L")  # bob now has NIR/ and nir/
+    with pytest.raises(DatasetError, match=r"bob: more than one folder per modality \(NIR, VIS, nir\)"):
+        scan_folder(people_dir)

@@ -64,9 +64,15 @@ def scan_folder(root: str | os.PathLike) -> list[Sample]:
         raise DatasetError(f"image folder {str(root)!r}: no such folder")
     samples: list[Sample] = []
     n_people = 0
+    skipped: list[str] = []
     for person_dir in _visible_dirs(root):
-        subdirs = {p.name.lower(): p for p in _visible_dirs(person_dir) if p.name.lower() in _MODALITY_FOLDERS}
+        found = [p for p in _visible_dirs(person_dir) if p.name.lower() in _MODALITY_FOLDERS]
+        subdirs = {p.name.lower(): p for p in found}
+        if len(subdirs) < len(found):
+            raise DatasetError(f"{person_dir}: more than one folder per modality "
+                               f"({', '.join(sorted(p.name for p in found))}); merge them into one nir/ and one vis/")
         if not subdirs:
+            skipped.append(person_dir.name)
             continue
         n_people += 1
         for modality in _MODALITY_FOLDERS:
@@ -83,6 +89,9 @@ def scan_folder(root: str | os.PathLike) -> list[Sample]:
                 ))
     if n_people == 0:
         raise DatasetError(f"image folder {str(root)!r}: no person folders found; {_LAYOUT_HELP}")
+    if skipped:
+        logger.warning("image folder %s: %d folder(s) without a nir/ or vis/ sub-folder skipped (%s); %s", root,
+                       len(skipped), ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""), _LAYOUT_HELP)
     if not samples:
         raise DatasetError(f"image folder {str(root)!r}: {n_people} person folders but no image files; {_LAYOUT_HELP}")
     return samples
