@@ -172,16 +172,16 @@ class Recognizer:
             akey = self._keys(sample)[0]
         if akey is not None:
             hit = self.cache.get("align", akey)
-            if hit is not None and "reason" in hit and str(hit["reason"]):
-                raise NoFaceError(str(hit["reason"]))
-            try:
-                if hit is not None:
+            if hit is not None:
+                if str(hit.get("reason", "")):
+                    raise NoFaceError(str(hit["reason"]))
+                try:
                     return Face(image=hit["image"], landmarks=hit["landmarks"], anchors=hit["anchors"],
                                 matrix=hit["matrix"], method=str(hit["method"]), score=float(hit["score"]),
                                 source=str(sample.path),
                                 meta={"source_shape": tuple(int(v) for v in hit["source_shape"])})
-            except (KeyError, ValueError, TypeError):
-                pass  # an entry of another layout or a hand-edited one: align again
+                except (KeyError, ValueError, TypeError):
+                    pass  # an entry of another layout or a hand-edited one: align again
         try:
             face = self.aligner.align(sample.read(), source=str(sample.path))
         except NoFaceError as exc:
