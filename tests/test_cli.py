@@ -150,6 +150,17 @@ def test_bad_casia_protocol_is_a_message_not_a_traceback(tmp_path, protocol, mes
     assert not isinstance(res.exception, ValueError)
 
 
+@pytest.mark.parametrize("args, message", [
+    (["-d", "rap3df", "--protocol", "view2"], "RAP3DF has one protocol, 'splits'"),
+    (["-d", "folder", "--protocol", "view1"], "a folder dataset has no protocols"),
+    (["-d", "casia", "--train-data", "elsewhere"], "CASIA's protocols say who trains"),
+])
+def test_a_protocol_option_the_dataset_has_not_is_refused(tmp_path, args, message):
+    # These options were silently ignored before: a user asking for another protocol got the default one.
+    res = runner.invoke(app, ["evaluate", *args, "--data", str(tmp_path)])
+    assert res.exit_code == 2 and message in " ".join(res.output.split())
+
+
 def test_align_refuses_a_bad_channel_and_fails_when_nothing_aligns(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     res = runner.invoke(app, ["align", str(tmp_path), "--channel", "reed"])

@@ -23,15 +23,30 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
         The dataset's folder (for RAP3DF and CASIA also the data folder that holds it).
     protocol
         RAP3DF: ``"splits"`` (default, 10 random 25/25 splits). CASIA: ``"view2"`` (default, folds 1-10),
-        ``"view2:K"`` (one fold), ``"view1"``, ``"sixfold"``. Folder: ignored.
+        ``"view2:K"`` (one fold), ``"view1"``, ``"sixfold"``. Folder: none (only ``None`` is accepted).
     train_data
         RAP3DF and folder: a second folder whose people are all training; ``data``'s people are all test.
+        CASIA: not accepted (its protocols say who trains).
+
+    Raises
+    ------
+    ValueError
+        For an unknown dataset, a protocol the dataset does not have, or ``train_data`` with CASIA.
 
     Returns
     -------
     protocol name, splits, all samples (train, gallery and probes of every split, plus the whole dataset
     for RAP3DF so that the alignment rate covers every capture).
     """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "rap3df" and protocol not in (None, "splits"):
+        raise ValueError(f"RAP3DF has one protocol, 'splits' (10 random 25/25 person splits), got {protocol!r}")
+    if dataset == "folder" and protocol is not None:
+        raise ValueError(f"a folder dataset has no protocols (its people are split by the folders), got {protocol!r}")
+    if dataset == "casia" and train_data is not None:
+        raise ValueError("CASIA's protocols say who trains; a separate training folder is not accepted "
+                         f"(got {str(train_data)!r})")
     if dataset == "rap3df":
         from nirvis.datasets import rap3df
 
