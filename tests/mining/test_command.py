@@ -32,6 +32,18 @@ def test_mine_command_writes_store_and_report(tmp_path: Path) -> None:
         assert (rep / name).is_file()
 
 
+def test_mine_command_fails_when_no_pair_passes(tmp_path: Path) -> None:
+    train = write_folder(tmp_path / "train", ["t1"], seed=3)
+    test = write_folder(tmp_path / "test", ["x1"], seed=9)
+    out = tmp_path / "p.h5"
+    res = CliRunner().invoke(app, ["mine", "--dataset", "folder", "--data", str(test), "--train-data", str(train),
+                                      "--split", "train-of-fold-0", "-o", str(out), "--aligned", "--stride", "24",
+                                      "--min-s1", "1.0", "--min-s2", "1.0", "--min-sum", "2.0", "--no-report"])
+    assert res.exit_code == 1, res.output
+    assert "mined 1 people" in res.output and "0 stored" in res.output
+    assert "no patch pair passed the tests" in " ".join(res.output.split())
+
+
 def test_mine_command_bad_split(tmp_path: Path) -> None:
     train = write_folder(tmp_path / "train", ["t1"])
     test = write_folder(tmp_path / "test", ["x1"])

@@ -133,3 +133,10 @@ def mine(
                f"{summary.get('images_unreadable', 0)} unreadable (listed per person in the summary)")
     if files:
         typer.echo(f"report: {files['summary'].parent}")
+    if summary["pairs_stored"] == 0:
+        # A store without pairs cannot train the hallucination networks: say so, and fail like `align` does
+        # when nothing aligned, so that a script does not go on to train on it.
+        typer.echo(f"error: no patch pair passed the tests (s1 >= {min_s1}, s2 >= {min_s2}, s1 + s2 > {min_sum}); "
+                   f"{output} holds no pairs to train on. Check that the images are paired NIR/VIS captures of the "
+                   "same moment, or lower the thresholds.", err=True)
+        raise typer.Exit(code=1)
