@@ -292,3 +292,14 @@ def test_command_trains_with_a_preset_and_refuses_test_people(store: Path, tmp_p
 
     res = CliRunner().invoke(app, args + ["-o", str(tmp_path / "m4"), "--channels", "y,x"])
     assert res.exit_code == 2 and "channels must be distinct names" in res.output
+
+
+def test_loss_plot_of_a_run_with_nothing_logged_warns_nothing(tmp_path, recwarn):
+    from nirvis.hallucination.train import plot_history
+
+    empty = plot_history({"channels": ["y", "cb", "cr"], "log": [], "val": []}, tmp_path / "empty.png")
+    logged = plot_history({"channels": ["y"], "log": [{"step": 4, "train": {"y": 0.1}}], "val": []},
+                          tmp_path / "logged.png")
+    for path in (empty, logged):
+        assert cv2.imread(str(path)).shape[:2] == (450, 700)
+    assert not [w for w in recwarn if "legend" in str(w.message)]

@@ -358,7 +358,10 @@ def plot_history(history: dict[str, Any], path: str | os.PathLike, title: str = 
     if any(v > 0 for e in history.get("log", []) for v in e["train"].values()):
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:  # a run too short to log a step (and no validation): an empty plot that says so
+        ax.text(0.5, 0.5, "no loss logged yet", transform=ax.transAxes, ha="center", va="center")
     ax.set_title(title or "hallucination CNNs: loss per channel")
     fig.tight_layout()
     try:
