@@ -341,10 +341,11 @@ def job_digest(job: PersonJob, aligned: bool) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _load_part(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def _load_part(path: Path, keys: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays (all, or only ``keys``) and stats of one person's part file."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k != "stats_json"}
+            arrays = {k: z[k] for k in (z.files if keys is None else keys) if k != "stats_json"}
             stats = json.loads(str(z["stats_json"]))
     except NPZ_READ_ERRORS as exc:
         raise StoreError(f"{path}: damaged part file ({type(exc).__name__}: {exc}); delete it and run again "
@@ -548,7 +549,8 @@ def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: Minin
     n_loc = len(window_grid(config.size, config.window, config.stride))
     locs, stats_all, id_len = [], [], 1
     for j in jobs:
-        arrays, stats = _load_part(_part_path(parts, j.person))
+        # The patches are read in write() below, one person at a time; here only what pruning needs.
+        arrays, stats = _load_part(_part_path(parts, j.person), keys=("loc_index", "nir_id", "vis_id"))
         locs.append(arrays["loc_index"].astype(np.int64))
         stats_all.append(stats)
         for k in ("nir_id", "vis_id"):
