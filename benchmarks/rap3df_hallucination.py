@@ -143,8 +143,9 @@ def alpha_sweep(rec: Recognizer, fs, splits, model_of, alphas: list[float], read
                                               method=method)(probes_only)
                     gX, gok = f.take(sp.gallery)
                     pX, pok = f.take(sp.probes)
-                    gy = np.array([s.person for s in sp.gallery])[gok]
-                    r = evaluate_identification(pX, np.array([s.person for s in sp.probes]), gX[gok], gy, pok)
+                    gy = np.array([s.person for s in sp.gallery])
+                    r = evaluate_identification(pX, np.array([s.person for s in sp.probes]), gX, gy, pok,
+                                                gallery_ok=gok)
                     zero = r if alpha == 0 else zero
                 cell = raw.setdefault(reading, {}).setdefault(f"{alpha:.1f}", {"rank1": [], "vr": []})
                 cell["rank1"].append(r.rank1)

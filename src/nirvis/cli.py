@@ -80,17 +80,25 @@ def _print_report(report) -> None:
     from rich.table import Table
 
     t = Table(title=f"protocol: {report.protocol}")
-    for col in ("configuration", "rank-1 (%)", "VR@FAR=1% (%)", "VR@FAR=0.1% (%)", "probes", "faces not aligned"):
+    for col in ("configuration", "rank-1 (%)", "VR@FAR=1% (%)", "VR@FAR=0.1% (%)", "probes",
+                "not aligned: probes / gallery"):
         t.add_column(col, justify="right" if col != "configuration" else "left")
+    n_splits = report.results[0]["n_splits"]
+
+    def pct(v: float) -> str:
+        return "n/a" if v != v else f"{100 * v:.1f}"
+
     for r in report.results:
-        t.add_row(r["config"], f"{100 * r['rank1_mean']:.1f} ± {100 * r['rank1_std']:.1f}",
-                  f"{100 * r['vr_far_1e-2']:.1f}", f"{100 * r['vr_far_1e-3']:.1f}", str(r["n_probes"]),
-                  str(r["n_failed_alignment"]))
+        rank1 = pct(r["rank1_mean"]) + (f" ± {pct(r['rank1_std'])}" if n_splits > 1 else "")
+        t.add_row(r["config"], rank1, pct(r["vr_far_1e-2"]), pct(r["vr_far_1e-3"]), str(r["n_probes"]),
+                  f"{r['n_failed_alignment']} / {r.get('n_gallery_failed', 0)}")
     c = Console()
     c.print(t)
     a = report.alignment
     c.print(f"aligned: NIR {100 * a['nir_rate']:.1f}% of {a['nir_images']}, VIS {100 * a['vis_rate']:.1f}% of "
-            f"{a['vis_images']} images; probes and failures are summed over {report.results[0]['n_splits']} split(s)")
+            f"{a['vis_images']} images. Over {n_splits} split(s): ± is the standard deviation over splits "
+            "(population, ddof=0); probe and gallery counts are summed over splits (an image used by k splits "
+            "counts k times). Faces not aligned count as misses, and their pairs are never accepted in VR@FAR.")
 
 
 class EmbeddingName(str, Enum):

@@ -78,3 +78,62 @@ def test_psnr_ssim_masked():
     assert psnr_ssim(noisy, a, mask)[1] > 0.95 > psnr_ssim(noisy, a)[1]
     with pytest.raises(ValueError, match="same"):
         psnr_ssim(a, a[:, :8])
+
+
+def test_ties_count_against_the_probe_so_a_collapsed_embedding_scores_no_hits():
+    assert identification_ranks([[0.5, 0.5]], ["a"], ["a", "b"])[0] == 2
+    res = evaluate_identification(np.ones((6, 4)), np.repeat(["a", "b", "c"], 2), np.ones((3, 4)), ["a", "b", "c"])
+    assert res.rank1 == 0.0 and res.vr_far_1e2 == 0.0
+
+
+def test_ranks_count_people_not_gallery_images():
+    # b has five gallery images, all above the probe's true match: one person ahead, so rank 2 (not 6).
+    scores = np.array([[0.5, 0.9, 0.8, 0.7, 0.95, 0.6, 0.1]])
+    r = identification_ranks(scores, ["a"], ["a", "b", "b", "b", "b", "b", "c"])
+    assert r[0] == 2
+    # Several images of the probe's own person: the best one counts.
+    assert identification_ranks([[0.2, 0.99, 0.9]], ["a"], ["a", "a", "b"])[0] == 1
+
+
+def test_non_finite_features_of_aligned_faces_are_an_error_not_a_hit():
+    g = np.eye(3)
+    for bad in (np.nan, np.inf):
+        p = np.eye(3)
+        p[1, 0] = bad
+        with pytest.raises(ValueError, match="1 feature values of aligned probes are not finite"):
+            evaluate_identification(p, [0, 1, 2], g, [0, 1, 2])
+    gbad = g.copy()
+    gbad[2, 2] = np.nan
+    with pytest.raises(ValueError, match="aligned gallery images are not finite"):
+        evaluate_identification(np.eye(3), [0, 1, 2], gbad, [0, 1, 2])
+    # The same NaN in a face marked as failed is ignored.
+    res = evaluate_identification(np.eye(3), [0, 1, 2], gbad, [0, 1, 2], gallery_ok=[True, True, False])
+    assert res.n_gallery_failed == 1 and res.rank1 == pytest.approx(2 / 3)
+
+
+def test_a_failed_gallery_image_loses_its_probes_in_rank1_and_in_vr():
+    people = np.arange(3)
+    g = np.eye(3)
+    gallery_failed = evaluate_identification(np.eye(3), people, g, people, gallery_ok=[False, True, True])
+    probe_failed = evaluate_identification(np.eye(3), people, g, people, probe_ok=[False, True, True])
+    for res in (gallery_failed, probe_failed):
+        assert res.rank1 == pytest.approx(2 / 3)
+        assert res.vr_far_1e2 == pytest.approx(2 / 3)  # the lost genuine pair is counted, never accepted
+    assert gallery_failed.n_gallery_failed == 1 and gallery_failed.n_failed == 0
+    with pytest.raises(ValueError, match="none of the 3 gallery images is usable"):
+        evaluate_identification(np.eye(3), people, g, people, gallery_ok=[False] * 3)
+
+
+def test_roc_when_every_usable_pair_is_genuine():
+    # Gallery [a]; probe a aligned, probe b failed: accepting a's pair accepts no impostor.
+    far, vr, _ = roc(np.array([[0.9], [0.0]]), ["a", "b"], ["a"], probe_ok=[True, False])
+    assert vr_at_far(far, vr, 0.0) == pytest.approx(1.0) and far.max() == 0.0
+    far, vr, _ = roc(np.array([[0.9], [0.3]]), ["a", "b"], ["a"], probe_ok=[False, True])
+    assert vr.max() == 0.0 and far.max() == pytest.approx(1.0)
+
+
+def test_vr_is_nan_without_impostor_or_genuine_pairs_but_rank1_is_defined():
+    one_person = evaluate_identification(np.ones((2, 3)), ["a", "a"], np.ones((1, 3)), ["a"])
+    assert one_person.rank1 == 1.0 and np.isnan(one_person.vr_far_1e2)
+    strangers = evaluate_identification(np.eye(3)[:2], ["x", "y"], np.eye(3), ["a", "b", "c"])
+    assert strangers.rank1 == 0.0 and np.isnan(strangers.vr_far_1e3)

@@ -78,3 +78,43 @@ def test_fit_embedding_refuses_a_misspelt_parameter() -> None:
     assert fit_embedding("pca", X, y, n_components=3).components_.shape == (3, 10)
     with pytest.raises(ValueError, match="has no parameter n_componets"):
         fit_embedding("pca", X, y, n_componets=3)
+
+
+def test_a_transform_that_gives_nan_names_the_split_and_configuration() -> None:
+    import pytest
+
+    rng = np.random.default_rng(0)
+    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
+    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")),
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis"),
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
+    fs = _features(samples, scramble_nir=False, rng=rng)
+
+    class Broken:
+        def transform(self, X):
+            return np.full_like(X, np.nan)
+
+    with pytest.raises(ValueError, match=r"toy split s0, configuration 'broken': .* not finite"):
+        evaluate_splits("toy", [split], fs, {"broken": lambda X, y, m: Broken()})
+
+
+def test_failed_gallery_images_are_counted_in_the_report() -> None:
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
+    gal = tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis" and s.capture_id.endswith("0"))
+    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")), gal,
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
+    fs = _features(samples, scramble_nir=False, rng=rng)
+    ok = np.array([s is not gal[0] for s in samples])
+    failed = dataclasses.replace(fs, ok=ok, features=np.where(ok[:, None], fs.features, np.nan))
+    row = evaluate_splits("toy", [split], failed, {"raw": None, "pca": lambda X, y, m: _Identity()}).results
+    for r in row:
+        assert r["n_gallery_failed"] == 1 and r["n_failed_alignment"] == 0
+        assert r["rank1_mean"] == 0.5  # p2's two probes lost their gallery image: misses
+
+
+class _Identity:
+    def transform(self, X):
+        return X

@@ -3,7 +3,20 @@
 Everything is a function of ``(probe features, probe labels, gallery features, gallery labels)``, like
 pytorch-metric-learning's accuracy calculator. A probe whose face could not be aligned (or whose file
 was missing) is passed with ``probe_ok=False``: it still counts, as a miss in identification and as a
-rejected genuine pair in verification. It is never dropped.
+rejected genuine pair in verification. It is never dropped. A gallery image that could not be aligned is
+passed with ``gallery_ok=False``: it cannot be matched (a probe whose person has no other gallery image
+is a miss), and its pairs are never accepted in verification.
+
+Conventions:
+
+- Ranks are by **person**: a probe ranks ``r`` when ``r - 1`` other people have a gallery image that
+  scores at least as high as the probe's best true match. Ties count against the probe, so a collapsed
+  embedding (every score equal) scores no hits instead of every hit.
+- VR@FAR is over **all** probe x gallery pairs, those of failed faces included and never accepted (the
+  "generalised" FAR and VR of ISO/IEC 19795-1): a failed face lowers VR and cannot raise FAR.
+- The ± of :func:`mean_std` is the population standard deviation over splits (``ddof=0``).
+- Features of faces marked as aligned must be finite; NaN or inf there (an embedder or transform that
+  broke) raises ``ValueError`` instead of becoming a zero vector that ties with everyone.
 """
 
 from __future__ import annotations
@@ -33,12 +46,19 @@ def _mask(n: int, ok: np.ndarray | None) -> np.ndarray:
 
 
 def identification_ranks(scores: np.ndarray, probe_labels: Sequence, gallery_labels: Sequence,
-                         probe_ok: np.ndarray | None = None) -> np.ndarray:
-    """1-based rank of each probe's true identity in the gallery, ``inf`` when it cannot be found.
+                         probe_ok: np.ndarray | None = None, gallery_ok: np.ndarray | None = None) -> np.ndarray:
+    """1-based rank of each probe's true identity among the gallery's people, ``inf`` when it cannot be found.
 
-    A probe ranks ``r`` when ``r - 1`` gallery entries of other people score strictly higher than its
-    best-scoring true match (ties count in the probe's favour only among equal scores of its own person).
-    ``inf`` when the probe failed (``probe_ok`` False) or its person has no gallery entry.
+    A probe ranks ``r`` when ``r - 1`` *other people* have a gallery entry that scores at least as high as
+    the probe's best-scoring true match (each person counts once, however many gallery images they have;
+    ties count against the probe). ``inf`` when the probe failed (``probe_ok`` False) or its person has no
+    usable gallery entry (none, or only ones with ``gallery_ok`` False).
+
+    Parameters
+    ----------
+    scores
+        ``(n_probes, n_gallery)`` similarities; the rows of failed probes and the columns of failed gallery
+        entries are ignored, the others must be finite.
     """
     scores = np.asarray(scores, dtype=np.float64)
     pl = np.asarray(probe_labels)
@@ -46,15 +66,29 @@ def identification_ranks(scores: np.ndarray, probe_labels: Sequence, gallery_lab
     if scores.shape != (len(pl), len(gl)):
         raise ValueError(f"scores shape {scores.shape} does not match {len(pl)} probes x {len(gl)} gallery")
     ok = _mask(len(pl), probe_ok)
+    gok = _mask(len(gl), gallery_ok)
     ranks = np.full(len(pl), np.inf)
-    if len(gl) == 0:
+    if not gok.any() or not ok.any():
         return ranks
-    genuine = pl[:, None] == gl[None, :]
-    has_match = genuine.any(axis=1) & ok
-    best_true = np.where(genuine, scores, -np.inf).max(axis=1)
-    better_impostors = (np.where(genuine, -np.inf, scores) > best_true[:, None]).sum(axis=1)
-    ranks[has_match] = better_impostors[has_match] + 1
+    _check_finite(scores[np.ix_(ok, gok)], "similarity scores of aligned faces")
+    people, col = np.unique(gl[gok], return_inverse=True)
+    # Best score of each gallery person for each probe: (n_probes, n_people).
+    best = np.full((len(pl), len(people)), -np.inf)
+    np.maximum.at(best.T, col, scores[:, gok].T)
+    index = {person: j for j, person in enumerate(people.tolist())}
+    own = np.array([index.get(person, -1) for person in pl.tolist()], dtype=np.int64)
+    rows = np.flatnonzero(ok & (own >= 0))
+    true = best[rows, own[rows]]
+    at_least = (best[rows] >= true[:, None]).sum(axis=1) - 1  # the probe's own person always counts once
+    ranks[rows] = at_least + 1
     return ranks
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} {what} are not finite (NaN or inf): the embedder or the learned "
+                         "transform produced them; faces that failed must be marked as failed instead")
 
 
 def cmc(ranks: np.ndarray, max_rank: int = 20) -> np.ndarray:
@@ -72,36 +106,49 @@ def rank_k(ranks: np.ndarray, k: int = 1) -> float:
 
 
 def roc(scores: np.ndarray, probe_labels: Sequence, gallery_labels: Sequence,
-        probe_ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probe_ok: np.ndarray | None = None, gallery_ok: np.ndarray | None = None
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC over all probe x gallery pairs.
+
+    Pairs of failed probes (``probe_ok`` False) and failed gallery entries (``gallery_ok`` False) are counted
+    in the denominators and never accepted (ISO/IEC 19795-1's generalised FAR and VR).
 
     Returns
     -------
     far, vr, thresholds
-        False-accept rate and verification rate (true-accept rate) at each threshold, FAR increasing.
-        Pairs of failed probes are counted, never accepted.
+        False-accept rate and verification rate (true-accept rate) when pairs scoring ``>= threshold`` are
+        accepted, FAR increasing; tied scores are accepted together.
+
+    Raises
+    ------
+    ValueError
+        When there are no genuine or no impostor pairs at all (e.g. a one-person gallery).
     """
     from sklearn.metrics import roc_curve
 
     scores = np.asarray(scores, dtype=np.float64)
     pl = np.asarray(probe_labels)
     gl = np.asarray(gallery_labels)
-    ok = _mask(len(pl), probe_ok)
+    valid = _mask(len(pl), probe_ok)[:, None] & _mask(len(gl), gallery_ok)[None, :]
     genuine = pl[:, None] == gl[None, :]
     n_gen, n_imp = int(genuine.sum()), int((~genuine).sum())
     if n_gen == 0 or n_imp == 0:
         raise ValueError(f"ROC needs genuine and impostor pairs; got {n_gen} genuine and {n_imp} impostor")
-    g_ok, s_ok = genuine[ok].ravel(), scores[ok].ravel()
-    if g_ok.size == 0 or g_ok.all() or not g_ok.any():
-        # Every valid pair is of one kind: nothing can be accepted on the other side.
-        return np.array([0.0, 1.0]), np.array([0.0, g_ok.sum() / n_gen]), np.array([np.inf, -np.inf])
+    g_ok, s_ok = genuine[valid], scores[valid]
+    _check_finite(s_ok, "similarity scores of aligned faces")
+    n_gen_ok, n_imp_ok = int(g_ok.sum()), int((~g_ok).sum())
+    if n_gen_ok == 0 or n_imp_ok == 0:
+        # Every usable pair is of one kind; accepting all of them gives the one other point of the curve.
+        return (np.array([0.0, n_imp_ok / n_imp]), np.array([0.0, n_gen_ok / n_gen]),
+                np.array([np.inf, s_ok.min() if s_ok.size else -np.inf]))
     fpr, tpr, thr = roc_curve(g_ok, s_ok, drop_intermediate=False)
-    # Rescale to all pairs: failed probes' pairs are in the denominators and never accepted.
-    return fpr * (~g_ok).sum() / n_imp, tpr * g_ok.sum() / n_gen, thr
+    # Rescale to all pairs: failed faces' pairs are in the denominators and never accepted.
+    return fpr * n_imp_ok / n_imp, tpr * n_gen_ok / n_gen, thr
 
 
 def vr_at_far(far: np.ndarray, vr: np.ndarray, target: float) -> float:
-    """Verification rate at the largest threshold whose FAR does not exceed ``target``."""
+    """Verification rate at the lowest threshold whose FAR does not exceed ``target`` (the highest VR among
+    the ROC points with ``far <= target``; no interpolation between points)."""
     far = np.asarray(far)
     vr = np.asarray(vr)
     ok = far <= target + 1e-12
@@ -125,24 +172,46 @@ class IdentificationResult:
     cmc: np.ndarray
     n_probes: int
     n_failed: int
+    n_gallery: int = 0
+    n_gallery_failed: int = 0
 
 
 def evaluate_identification(probe_features: np.ndarray, probe_labels: Sequence, gallery_features: np.ndarray,
                             gallery_labels: Sequence, probe_ok: np.ndarray | None = None,
-                            max_rank: int = 20) -> IdentificationResult:
+                            max_rank: int = 20, gallery_ok: np.ndarray | None = None) -> IdentificationResult:
     """Rank-1, rank-5, CMC and VR@FAR (1%, 0.1%) of NIR probes against a VIS gallery, by cosine similarity.
 
-    Rows of ``probe_features`` where ``probe_ok`` is False are ignored (they may hold NaN) and count as misses.
+    Rows of ``probe_features`` where ``probe_ok`` is False, and of ``gallery_features`` where ``gallery_ok``
+    is False, are ignored (they may hold NaN) and count as described in the module docstring; the other rows
+    must be finite. VR@FAR is NaN when the gallery has only one person (no impostor pairs) or no probe's
+    person is in it (no genuine pairs).
+
+    Raises
+    ------
+    ValueError
+        For an empty gallery, one whose every image failed, or non-finite features of aligned faces.
     """
     ok = _mask(len(probe_labels), probe_ok)
-    pf = np.where(ok[:, None], np.nan_to_num(np.asarray(probe_features, dtype=np.float64)), 0.0)
+    gok = _mask(len(gallery_labels), gallery_ok)
     if len(gallery_labels) == 0:
         raise ValueError("the gallery is empty: nothing to identify against")
-    s = cosine_scores(pf, gallery_features)
-    ranks = identification_ranks(s, probe_labels, gallery_labels, ok)
-    far, vr, _ = roc(s, probe_labels, gallery_labels, ok)
+    if not gok.any():
+        raise ValueError(f"none of the {len(gallery_labels)} gallery images is usable (all failed): nothing to "
+                         "identify against")
+    pf = np.asarray(probe_features, dtype=np.float64)
+    gf = np.asarray(gallery_features, dtype=np.float64)
+    _check_finite(pf[ok], "feature values of aligned probes")
+    _check_finite(gf[gok], "feature values of aligned gallery images")
+    s = cosine_scores(np.where(ok[:, None], pf, 0.0), np.where(gok[:, None], gf, 0.0))
+    ranks = identification_ranks(s, probe_labels, gallery_labels, ok, gok)
+    pl, gl = np.asarray(probe_labels), np.asarray(gallery_labels)
+    genuine = pl[:, None] == gl[None, :]
+    if genuine.any() and not genuine.all():
+        far, vr, _ = roc(s, probe_labels, gallery_labels, ok, gok)
+        v2, v3 = vr_at_far(far, vr, 1e-2), vr_at_far(far, vr, 1e-3)
+    else:
+        v2 = v3 = float("nan")
     return IdentificationResult(
-        rank1=rank_k(ranks, 1), rank5=rank_k(ranks, 5), vr_far_1e2=vr_at_far(far, vr, 1e-2),
-        vr_far_1e3=vr_at_far(far, vr, 1e-3), cmc=cmc(ranks, max_rank), n_probes=len(ranks),
-        n_failed=int((~ok).sum()),
+        rank1=rank_k(ranks, 1), rank5=rank_k(ranks, 5), vr_far_1e2=v2, vr_far_1e3=v3, cmc=cmc(ranks, max_rank),
+        n_probes=len(ranks), n_failed=int((~ok).sum()), n_gallery=len(gl), n_gallery_failed=int((~gok).sum()),
     )

@@ -74,13 +74,14 @@ def alignment_summary(fs: FeatureSet) -> dict[str, Any]:
 
 
 def _split_features(fs: FeatureSet, split: Split) -> tuple:
-    """Gallery features/labels (failed gallery images left out: their probes become misses) and probe
-    features/labels/ok-mask (failed probes kept, marked not ok: they count as misses)."""
+    """Gallery features/labels/ok-mask and probe features/labels/ok-mask. Failed images are kept, marked not
+    ok: a failed probe is a miss, a failed gallery image cannot be matched, and in verification the pairs of
+    either are counted and never accepted (:mod:`nirvis.evaluation.metrics`)."""
     gX, gok = fs.take(split.gallery)
-    g_labels = np.array([s.person for s in split.gallery])[gok]
+    g_labels = np.array([s.person for s in split.gallery])
     pX, pok = fs.take(split.probes)
     p_labels = np.array([s.person for s in split.probes])
-    return gX[gok], g_labels, pX, p_labels, pok
+    return gX, g_labels, gok, pX, p_labels, pok
 
 
 def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
@@ -109,20 +110,23 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
             factory, sfs = config, fs
             if isinstance(config, SplitConfig):
                 factory, sfs = config.fit, config.features(split)
-            gX, gy, pX, py, pok = _split_features(sfs, split)
-            if len(gy) == 0:
+            gX, gy, gok, pX, py, pok = _split_features(sfs, split)
+            if not gok.any():
                 raise ValueError(f"{protocol} split {split.name}: the gallery is empty ({len(split.gallery)} VIS "
                                  "gallery image(s), none aligned); nothing to identify against")
             if factory is not None:
                 tX, tok = sfs.take(split.train)
                 tr_ok = [s for s, o in zip(split.train, tok) if o]
                 model = factory(tX[tok], np.array([s.person for s in tr_ok]), np.array([s.modality for s in tr_ok]))
-                gX = model.transform(gX)
+                gX = np.where(gok[:, None], model.transform(np.nan_to_num(gX)), np.nan)
                 pX = np.where(pok[:, None], model.transform(np.nan_to_num(pX)), np.nan)
-            r = evaluate_identification(pX, py, gX, gy, pok)
+            try:
+                r = evaluate_identification(pX, py, gX, gy, pok, gallery_ok=gok)
+            except ValueError as exc:
+                raise ValueError(f"{protocol} split {split.name}, configuration {name!r}: {exc}") from exc
             per_split.append({"split": split.name, "rank1": r.rank1, "rank5": r.rank5, "vr_far_1e-2": r.vr_far_1e2,
                               "vr_far_1e-3": r.vr_far_1e3, "n_probes": r.n_probes, "n_failed": r.n_failed,
-                              "n_gallery": len(gy)})
+                              "n_gallery": r.n_gallery, "n_gallery_failed": r.n_gallery_failed})
             if progress:
                 progress(f"{name} {split.name}: rank-1 {100 * r.rank1:.1f}%")
         r1 = mean_std([p["rank1"] for p in per_split])
@@ -133,6 +137,7 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
             "vr_far_1e-2": v2[0], "vr_far_1e-2_std": v2[1], "vr_far_1e-3": v3[0], "vr_far_1e-3_std": v3[1],
             "n_probes": int(sum(p["n_probes"] for p in per_split)),
             "n_failed_alignment": int(sum(p["n_failed"] for p in per_split)),
+            "n_gallery_failed": int(sum(p["n_gallery_failed"] for p in per_split)),
             "n_splits": len(per_split), "splits": per_split,
         })
     return EvaluationReport(protocol, results, alignment_summary(fs))
