@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from nirvis.datasets.base import Sample
+from nirvis.errors import NoFaceError
 from nirvis.features.base import Embedder, l2_normalize
 from nirvis.features.cache import FeatureCache
 from nirvis.pipeline import Recognizer
@@ -210,3 +211,64 @@ def test_cached_features_of_another_shape_are_recomputed(mixed_samples, tmp_path
     second = rec.featurize(mixed_samples)
     assert emb.calls == 4  # the two good faces were embedded again, not read back with the wrong shape
     np.testing.assert_array_equal(first.features, second.features)
+
+
+def test_two_different_samples_with_one_capture_id_are_refused(tmp_path):
+    a, b = tmp_path / "a" / "001.png", tmp_path / "b" / "001.png"
+    same = Sample("A", "vis", a, "001")
+    rec = Recognizer(CountingEmbedder())
+    with pytest.raises(ValueError, match="two different samples share capture_id '001'"):
+        rec.featurize([same, Sample("B", "vis", b, "001")])
+    fs = rec.featurize([same, Sample("A", "vis", a, "001")])  # the same sample twice is processed once
+    assert len(fs.samples) == 1 and fs.failures[0].reason.endswith("no such image file")
+
+
+def test_a_bad_channel_is_refused_when_the_sample_is_made():
+    with pytest.raises(ValueError, match="channel must be None or one of gray, red, green, blue, got 'ir'"):
+        Sample("p", "nir", "x.png", "x", channel="ir")
+
+
+def test_a_missing_file_reads_the_same_with_and_without_a_cache(tmp_path):
+    samples = [Sample("p", "vis", tmp_path / "missing.png", "m"), Sample("p", "vis", tmp_path, "dir")]
+    plain = Recognizer(CountingEmbedder()).featurize(samples)
+    cached = Recognizer(CountingEmbedder(), cache=FeatureCache(tmp_path / "cache")).featurize(samples)
+    assert [f.reason for f in plain.failures] == [f.reason for f in cached.failures]
+    assert plain.failures[0].reason == f"{tmp_path / 'missing.png'}: no such image file"
+
+
+def test_an_image_dlib_cannot_take_is_one_failure_not_a_crash(tmp_path):
+    # A 12 x 1601 strip made dlib's detector raise a RuntimeError inside featurize, which stopped the batch.
+    strip, blank = tmp_path / "strip.png", tmp_path / "blank.png"
+    Image.fromarray(np.zeros((12, 1601), np.uint8)).save(strip)
+    Image.fromarray(np.full((120, 100), 90, np.uint8)).save(blank)
+
+    class Exploding(CountingEmbedder):
+        def embed(self, faces):
+            raise AssertionError("no face should reach the network")
+
+    fs = Recognizer(Exploding()).featurize([Sample("p", "vis", strip, "s"), Sample("p", "vis", blank, "b")])
+    assert not fs.ok.any() and [f.capture_id for f in fs.failures] == ["s", "b"]
+    assert "strip.png: no face found" in fs.failures[0].reason
+
+
+def test_chunk_size_must_be_positive():
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        Recognizer(CountingEmbedder()).featurize([], chunk_size=0)
+
+
+def test_a_library_error_on_one_image_is_recorded_and_the_batch_goes_on(tmp_path, monkeypatch):
+    paths = []
+    for name in ("a.png", "b.png"):
+        paths.append(tmp_path / name)
+        Image.fromarray(np.full((120, 100), 90, np.uint8)).save(paths[-1])
+    rec = Recognizer(CountingEmbedder())
+
+    def align(image, *, source=None):
+        if source.endswith("a.png"):
+            raise RuntimeError("dlib: Filter windows must be small enough to fit into the padded image")
+        raise NoFaceError(f"{source}: no face found")
+
+    monkeypatch.setattr(rec.aligner, "align", align)
+    fs = rec.featurize([Sample("p", "vis", p, p.name) for p in paths])
+    assert [f.reason for f in fs.failures] == ["dlib: Filter windows must be small enough to fit into the padded image",
+                                               f"{paths[1]}: no face found"]

@@ -23,6 +23,10 @@ __all__ = ["read_image", "atomic_write", "atomic_write_bytes", "atomic_write_jso
 NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
+#: The ``channel`` values :func:`read_image` accepts besides ``None`` (RGB as stored).
+CHANNELS = ("gray", "red", "green", "blue")
+
+
 def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.ndarray:
     """Read an 8-bit image file and validate it.
 
@@ -48,6 +52,8 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
+    if channel is not None and channel not in CHANNELS:
+        raise ValueError(f"channel must be None, 'gray', 'red', 'green' or 'blue', got {channel!r}")
     if not p.is_file():
         raise ImageError(f"{p}: no such image file")
     try:
@@ -96,9 +102,7 @@ def read_image(path: str | os.PathLike, *, channel: str | None = None) -> np.nda
         import cv2
 
         return cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY)
-    index = {"red": 0, "green": 1, "blue": 2}.get(channel)
-    if index is None:
-        raise ValueError(f"channel must be None, 'gray', 'red', 'green' or 'blue', got {channel!r}")
+    index = {"red": 0, "green": 1, "blue": 2}[channel]
     if arr.ndim == 2:
         return np.ascontiguousarray(arr)
     return np.ascontiguousarray(arr[:, :, index])

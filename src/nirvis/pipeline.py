@@ -8,13 +8,14 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from nirvis.datasets.base import Sample
-from nirvis.errors import NirvisError, NoFaceError
-from nirvis.faces.align import AlignConfig, FaceAligner
+from nirvis.errors import ImageError, NirvisError, NoFaceError
+from nirvis.faces.align import IMAGE_ERRORS, AlignConfig, FaceAligner
 from nirvis.faces.types import Face
 from nirvis.features.base import Embedder, get_embedder
 from nirvis.features.cache import FeatureCache, file_digest
@@ -153,7 +154,12 @@ class Recognizer:
 
     # -- batches -----------------------------------------------------------------------------------
     def _keys(self, sample: Sample) -> tuple[str, str]:
-        digest = file_digest(sample.path)
+        try:
+            digest = file_digest(sample.path)
+        except OSError as exc:  # the same message as without a cache (read_image's)
+            if not Path(sample.path).is_file():
+                raise ImageError(f"{sample.path}: no such image file") from None
+            raise ImageError(f"{sample.path}: unreadable ({exc.strerror or exc})") from None
         akey = FeatureCache.key("align", self.aligner.fingerprint, digest, str(sample.channel), sample.modality)
         parts = ["feat", akey, self.embedder.fingerprint]
         if self.nir_transform is not None and sample.modality == "nir":
@@ -217,7 +223,7 @@ class Recognizer:
                         results[i] = (None if reason else hit["feature"], str(hit["method"]), reason)
                         continue
                 todo.append((i, self.align_sample(s, akey), fkey))
-            except (NirvisError, OSError) as exc:
+            except (NirvisError, *IMAGE_ERRORS) as exc:  # this image fails; the batch goes on
                 reason = str(exc) or type(exc).__name__
                 results[i] = (None, "", reason)
                 if fkey is not None and not isinstance(exc, OSError):
@@ -244,7 +250,8 @@ class Recognizer:
         Parameters
         ----------
         samples
-            Samples to process (duplicates by ``capture_id`` are processed once).
+            Samples to process (a sample given twice is processed once; two *different* samples with one
+            ``capture_id`` are refused, since features are keyed by it).
         workers
             Worker processes (1 = in this process).
         chunk_size
@@ -252,7 +259,16 @@ class Recognizer:
         progress
             Called with the number of samples finished after each chunk (e.g. a progress bar's update).
         """
-        uniq = list({s.capture_id: s for s in samples}.values())
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        by_id: dict[str, Sample] = {}
+        for s in samples:
+            first = by_id.setdefault(s.capture_id, s)
+            if first != s:
+                raise ValueError(f"two different samples share capture_id {s.capture_id!r} ({first.person} "
+                                 f"{first.modality} {first.path} and {s.person} {s.modality} {s.path}); capture "
+                                 "ids must be unique, e.g. person/modality/file name")
+        uniq = list(by_id.values())
         chunks = [uniq[i : i + chunk_size] for i in range(0, len(uniq), chunk_size)]
         out: list[tuple[np.ndarray | None, str, str]] = []
         if workers <= 1 or len(chunks) <= 1:

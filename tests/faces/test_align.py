@@ -50,6 +50,51 @@ def test_images_too_small_for_a_face_are_no_face_not_a_dlib_crash(shape):
         FaceAligner().align(np.zeros(shape, np.uint8), source="tiny.png")
 
 
+@pytest.mark.parametrize("shape", [(12, 1601), (8, 3000), (9, 3000, 3), (3000, 10), (50, 1), (0, 5)])
+def test_long_thin_images_never_reach_dlib_too_small(shape):
+    # Downscaled for their length before detection, these left a side of 2-6 px: dlib raised a RuntimeError
+    # ("Filter windows must be small enough ...") and (3000, 10) killed the process (SIGSEGV).
+    aligner = FaceAligner()
+    if min(shape[:2]) >= 8:
+        with pytest.raises(NoFaceError, match="strip.png: no face found"):
+            aligner.align(np.zeros(shape, np.uint8), source="strip.png")
+    if min(shape[:2]) > 0:
+        assert aligner.detect(np.zeros(shape, np.uint8)) == []
+    else:
+        with pytest.raises(ImageError, match="empty image"):
+            aligner.detect(np.zeros(shape, np.uint8))
+
+
+def test_a_pil_image_is_taken_like_its_array():
+    from PIL import Image
+
+    with pytest.raises(NoFaceError, match="no face found"):
+        FaceAligner().align(Image.fromarray(np.full((100, 100), 128, np.uint8)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(size=0), "size must be an int >= 8"), (dict(size=2.5), "size must be an int >= 8"),
+    (dict(landmark_side=-1), "landmark_side must be an int"),
+    (dict(template=((0, 0), (0, 0), (0, 0))), "must not be on one line"),
+    (dict(template=((0, 0), (1, 1))), "template must be 3 finite"),
+])
+def test_bad_align_config_is_refused(kwargs, message):
+    from nirvis.faces.align import AlignConfig
+
+    with pytest.raises(ValueError, match=message):
+        AlignConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_upsample=0), "max_upsample must be a finite number >= 1"), (dict(min_side=0), "min_side must be"),
+    (dict(clahe_clip=0.0), "clahe_clip must be a finite number > 0"),
+    (dict(hog_low_threshold=float("nan")), "hog_low_threshold must be a finite number, got nan"),
+])
+def test_bad_detector_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DetectorConfig(**kwargs)
+
+
 def test_bad_cascade_step_is_refused():
     with pytest.raises(ValueError, match="unknown cascade step 'haar'"):
         DetectorConfig(cascade=("hog", "haar"))

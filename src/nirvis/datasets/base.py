@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from nirvis._io import CHANNELS
+
 Modality = Literal["nir", "vis"]
 MODALITIES: tuple[str, ...] = ("nir", "vis")
 
@@ -45,6 +47,9 @@ class Sample:
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"Sample {self.capture_id!r}: modality must be 'nir' or 'vis', got {self.modality!r}")
+        if self.channel is not None and self.channel not in CHANNELS:
+            raise ValueError(f"Sample {self.capture_id!r}: channel must be None or one of {', '.join(CHANNELS)}, "
+                             f"got {self.channel!r}")
 
     @property
     def pose(self) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from os import PathLike
 
 import cv2
@@ -23,7 +24,11 @@ from nirvis.faces.detect import Detection, DetectorConfig, detect_faces
 from nirvis.faces.types import TEMPLATE_ANCHORS, TEMPLATE_SIZE, Face
 
 __all__ = ["AlignConfig", "FaceAligner", "anchors_from_landmarks", "similarity_transform", "warp_to_template",
-           "as_gray", "valid_mask", "MIN_IMAGE_SIDE"]
+           "as_gray", "valid_mask", "MIN_IMAGE_SIDE", "IMAGE_ERRORS"]
+
+#: Errors of one image that a batch job records and goes on from: an unusable file (:class:`ImageError`,
+#: ``OSError``), or an image that dlib (``RuntimeError``) or OpenCV (``cv2.error``) cannot take.
+IMAGE_ERRORS = (ImageError, OSError, RuntimeError, cv2.error)
 
 #: Smallest image side (pixels) the detectors are given: no face can be found below it, and dlib's
 #: detectors fail on images of one or two pixels a side (a RuntimeError, or heap corruption for 50x1).
@@ -58,6 +63,20 @@ class AlignConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     landmark_side: int = 160
 
+    def __post_init__(self) -> None:
+        for name in ("size", "landmark_side"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < MIN_IMAGE_SIDE:
+                raise ValueError(f"AlignConfig: {name} must be an int >= {MIN_IMAGE_SIDE} (pixels), got {v!r}")
+        t = np.asarray(self.template, dtype=np.float64)
+        if t.shape != (3, 2) or not np.isfinite(t).all():
+            raise ValueError(f"AlignConfig: template must be 3 finite (x, y) points (eye, eye, mouth), "
+                             f"got {self.template!r}")
+        if np.linalg.matrix_rank(t[1:] - t[0]) < 2:
+            raise ValueError(f"AlignConfig: the template's 3 points must not be on one line, got {self.template!r}")
+        if not isinstance(self.detector, DetectorConfig):
+            raise TypeError(f"AlignConfig: detector must be a DetectorConfig, got {self.detector!r}")
+
     def fingerprint(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -73,6 +92,8 @@ def as_gray(image: np.ndarray, source: str | None = None) -> np.ndarray:
     """
     where = f"{source}: " if source else ""
     arr = np.asarray(image)
+    if arr.size == 0:
+        raise ImageError(f"{where}empty image (shape {arr.shape})")
     if arr.dtype != np.uint8:
         raise ImageError(f"{where}image dtype is {arr.dtype}; nirvis needs 8-bit (uint8) images")
     if arr.ndim == 2:
@@ -185,6 +206,7 @@ class FaceAligner:
     def align_landmarks(self, image: np.ndarray, points: np.ndarray, *, method: str = "given",
                         score: float = float("nan"), source: str | None = None) -> Face:
         """Align ``image`` given its 5 landmarks in source pixels (no detection)."""
+        image = np.asarray(image)
         template = np.asarray(self.config.template, dtype=np.float64)
         anchors = anchors_from_landmarks(points)
         matrix = similarity_transform(anchors, template)
@@ -194,7 +216,9 @@ class FaceAligner:
                     score=float(score), source=source, meta={"source_shape": tuple(int(v) for v in image.shape[:2])})
 
     def detect(self, image: np.ndarray, *, source: str | None = None) -> list[Face]:
-        """Every face found by the cascade, aligned; best detection score first. Empty if none."""
+        """Every face found by the cascade, aligned; best detection score first. Empty if none (also for an
+        image too small to hold a face)."""
+        image = np.asarray(image)
         gray = as_gray(image, source)
         return [self.align_landmarks(image, self.landmarks(gray, d), method=d.method, score=d.score, source=source)
                 for d in detect_faces(gray, self.config.detector)]
@@ -208,6 +232,7 @@ class FaceAligner:
             When no step of the cascade finds a face, or the image is smaller than :data:`MIN_IMAGE_SIDE`
             on a side; the message names ``source``.
         """
+        image = np.asarray(image)
         gray = as_gray(image, source)
         if min(gray.shape[:2]) < MIN_IMAGE_SIDE:
             raise NoFaceError(f"{source or 'image'}: {gray.shape[1]}x{gray.shape[0]} px is too small to hold a face "

@@ -8,14 +8,21 @@ CLAHE-equalised image. The first step that finds a face wins, and its name is re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import cv2
 import numpy as np
 
 from nirvis.faces import models
 
-__all__ = ["Detection", "DetectorConfig", "detect_faces", "DEFAULT_CASCADE"]
+__all__ = ["Detection", "DetectorConfig", "detect_faces", "DEFAULT_CASCADE", "MIN_DETECT_SIDE"]
+
+#: Shorter side (pixels) below which a cascade step does not run, after the step's resizing. dlib's
+#: detectors raise or corrupt the heap on images of a few pixels a side (MMOD failed at 8x8 and 6x800, HOG
+#: on 4x200 corrupted the heap), and no face fits there anyway: HOG's window is 80 px, MMOD's about 40.
+MIN_DETECT_SIDE = 16
 
 #: Cascade steps, in order: ``<detector>[-<variant>]``. Detectors: ``hog`` (threshold 0), ``hogl``
 #: (HOG, lowered threshold), ``mmod`` (CNN). Variants: none (gray as is) or ``clahe``.
@@ -59,6 +66,15 @@ class DetectorConfig:
     clahe_grid: int = 8
 
     def __post_init__(self) -> None:
+        for name in ("min_side", "mmod_side", "max_side", "mmod_max_side", "clahe_grid"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise ValueError(f"DetectorConfig: {name} must be a positive int (pixels), got {v!r}")
+        for name, ok, expected in (("max_upsample", lambda v: v >= 1, " >= 1"), ("clahe_clip", lambda v: v > 0, " > 0"),
+                                   ("hog_low_threshold", lambda v: True, "")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"DetectorConfig: {name} must be a finite number{expected}, got {v!r}")
         for step in self.cascade:
             det, _, variant = step.partition("-")
             if det not in ("hog", "hogl", "mmod") or variant not in ("", "clahe"):
@@ -117,15 +133,19 @@ def detect_faces(gray: np.ndarray, config: DetectorConfig | None = None) -> list
         raise ValueError(f"detect_faces needs a (H, W) uint8 image, got shape {gray.shape} dtype {gray.dtype}")
     for step in cfg.cascade:
         det, _, variant = step.partition("-")
-        img = _variant(gray, variant, cfg)
         if det in ("hog", "hogl"):
-            s = _scale_for(img.shape, cfg.min_side, cfg.max_upsample, cfg.max_side)
+            s = _scale_for(gray.shape, cfg.min_side, cfg.max_upsample, cfg.max_side)
+        else:
+            s = _scale_for(gray.shape, cfg.mmod_side, cfg.max_upsample, cfg.mmod_max_side)
+        if min(gray.shape) * s < MIN_DETECT_SIDE:  # e.g. a long thin strip, downscaled for its length
+            continue
+        img = _resize(_variant(gray, variant, cfg), s)
+        if det in ("hog", "hogl"):
             thr = 0.0 if det == "hog" else cfg.hog_low_threshold
-            rects, scores, _ = models.hog_detector().run(_resize(img, s), 0, thr)
+            rects, scores, _ = models.hog_detector().run(img, 0, thr)
             found = [((r.left(), r.top(), r.right(), r.bottom()), float(sc)) for r, sc in zip(rects, scores)]
         else:
-            s = _scale_for(img.shape, cfg.mmod_side, cfg.max_upsample, cfg.mmod_max_side)
-            dets = models.mmod_detector()(_resize(img, s), 0)
+            dets = models.mmod_detector()(img, 0)
             found = [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence)) for d in dets]
         if found:
             out = [Detection(tuple(v / s for v in box), step, sc) for box, sc in found]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +66,8 @@ class DlibResNetEmbedder(Embedder):
             raise ValueError(f"num_jitters must be >= 0, got {num_jitters}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not (padding >= 0 and math.isfinite(padding)):  # dlib's chip: the face box grown by this fraction
+            raise ValueError(f"padding must be a finite number >= 0 (a fraction of the face box), got {padding}")
         self.num_jitters = int(num_jitters)
         self.flip = bool(flip)
         self.padding = float(padding)

@@ -27,7 +27,7 @@ import numpy as np
 
 from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, atomic_write, atomic_write_json, read_image, read_json
 from nirvis.errors import ImageError, NoFaceError
-from nirvis.faces.align import FaceAligner, valid_mask
+from nirvis.faces.align import IMAGE_ERRORS, FaceAligner, valid_mask
 from nirvis.faces.normalize import match_mean_std, reference_stats
 from nirvis.mining.config import MiningConfig
 from nirvis.mining.prune import prune_per_location
@@ -132,10 +132,6 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
         return None
     return face.image, valid_mask(face.matrix, img.shape[:2], size)
 
-
-#: Errors of one image that a mining run records and goes on from (unreadable, corrupt, 16-bit, wrong size
-#: with ``--aligned``, or an image the detector cannot take).
-IMAGE_ERRORS = (ImageError, OSError, RuntimeError, cv2.error)
 
 
 def try_load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int
