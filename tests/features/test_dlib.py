@@ -73,3 +73,14 @@ def test_fingerprint_tracks_the_weights_bytes(tmp_path, monkeypatch):
 
 def test_empty_batch():
     assert DlibResNetEmbedder().embed([]).shape == (0, 128)
+
+
+def test_bad_settings_and_registry_names_are_clear():
+    import nirvis.features as features
+
+    for padding in (-1, float("nan")):
+        with pytest.raises(ValueError, match="padding must be a finite number >= 0"):
+            DlibResNetEmbedder(padding=padding)
+    with pytest.raises(ValueError, match="embedder 'onnx' cannot be built from no arguments: .*model_path"):
+        get_embedder("onnx")
+    assert features.OnnxEmbedder.__name__ == "OnnxEmbedder" and features.Embedder is not None

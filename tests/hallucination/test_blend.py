@@ -87,6 +87,11 @@ def test_errors_name_the_bad_value() -> None:
     with pytest.raises(ValueError, match=r"\(4, 4\) and \(4, 5\)"):
         blend_luminance(np.zeros((4, 4)), np.zeros((4, 5)))
     assert BlendConfig().fingerprint() != BlendConfig(reading="gaussian").fingerprint()
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got True"):
+        BlendConfig(alpha=True)
+    # numpy numbers are numbers (np.int64(1) was refused with a message saying 1 was out of range)
+    assert BlendConfig(alpha=np.float32(0.6), sigma=np.int64(1)).to_dict() == pytest.approx(
+        {"alpha": 0.6, "sigma": 1.0, "reading": "log"})
 
 
 def test_ycrcb_to_rgb_inverts_opencv() -> None:

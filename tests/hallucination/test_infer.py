@@ -182,6 +182,37 @@ def test_input_errors() -> None:
     for device in ("bogus", "meta"):
         with pytest.raises(ValueError, match=f"device '{device}'"):
             Hallucinator(known_model(), method="direct", device=device)
+    with pytest.raises(HallucinationInputError, match="a batch of 0 faces"):
+        hal.hallucinate(np.zeros((0, 32, 32), np.uint8))
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 2.5"):
+        Hallucinator(known_model(), method="direct", batch_size=2.5)
+
+
+@pytest.mark.parametrize("reference, message", [
+    ({"nir_mean": float("nan"), "nir_std": 30.0}, "'nir_mean' must hold finite numbers"),
+    ({"nir_mean": "100", "nir_std": 30.0}, "'nir_mean' must hold finite numbers"),
+    ({"nir_mean": 100.0, "nir_std": 0.0}, "'nir_std' must be > 0"),
+    ({"nir_std": 30.0}, "KeyError: 'nir_mean'"),
+])
+def test_a_model_built_in_memory_has_its_reference_checked(reference, message) -> None:
+    model = known_model()
+    bad = HallucinationModel(nets=model.nets, reference=reference)
+    with pytest.raises(HallucinationInputError, match=message):
+        Hallucinator(bad, method="direct")
+    ok = HallucinationModel(nets=model.nets, reference={"nir_mean": np.float32(100), "nir_std": np.float64(30)})
+    Hallucinator(ok, method="direct")  # numpy numbers are fine
+
+
+def test_net_specs_refuse_wrong_types_and_channel_lists() -> None:
+    with pytest.raises(ValueError, match="residual must be true or false, got 'no'"):
+        ChannelNetSpec(layers=4, wide=4, narrow=2, kernel=3, residual="no")
+    with pytest.raises(ValueError, match="layers must be an int, got 4.5"):
+        ChannelNetSpec(layers=4.5, wide=4, narrow=2, kernel=3)
+    with pytest.raises(ValueError, match="kernel must be an int, got 3.0"):
+        ChannelNetSpec(layers=4, wide=4, narrow=2, kernel=3.0)
+    for channels in (("y", "y"), ()):
+        with pytest.raises(ValueError, match="each once"):
+            HallucinationNets("cpu", channels=channels)
 
 
 def test_hallucinated_faces_transform() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -74,6 +75,11 @@ def get_embedder(name: str, **kwargs: Any) -> Embedder:
         factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown embedder {name!r}; available: {', '.join(available_embedders())}") from None
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:  # e.g. "onnx" without its model file
+        raise ValueError(f"embedder {name!r} cannot be built from {kwargs or 'no arguments'}: {exc}; give its "
+                         f"arguments (get_embedder({name!r}, ...)) or build {factory.__name__} yourself") from None
     return factory(**kwargs)
 
 

@@ -23,6 +23,7 @@ _EXPORTS = {
     "HallucinationModel": "io", "ModelFileError": "io", "load_model": "io", "save_model": "io",
     "BlendConfig": "blend", "blend_luminance": "blend",
     "Hallucinator": "infer", "HallucinatedFaces": "infer", "Hallucination": "infer",
+    "HallucinationInputError": "infer", "accelerate": "fastconv",
     "TrainConfig": "train", "train_hallucination": "train",
 }
 

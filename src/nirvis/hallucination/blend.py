@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from numbers import Real
 
 import cv2
 import numpy as np
@@ -61,9 +62,12 @@ class BlendConfig:
     reading: str = "log"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
+        def number(v) -> bool:  # numpy scalars too; not bools
+            return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not (number(self.alpha) and self.alpha >= 0):
             raise ValueError(f"BlendConfig.alpha must be a finite number >= 0, got {self.alpha!r}")
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and 0 < self.sigma <= MAX_SIGMA):
+        if not (number(self.sigma) and 0 < self.sigma <= MAX_SIGMA):
             raise ValueError(f"BlendConfig.sigma must be a number in (0, {MAX_SIGMA}] pixels (paper: 1), "
                              f"got {self.sigma!r}")
         if self.reading not in READINGS:

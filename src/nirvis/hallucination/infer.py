@@ -30,7 +30,7 @@ from nirvis.errors import NirvisError
 from nirvis.faces.normalize import match_mean_std
 from nirvis.hallucination.blend import BlendConfig, blend_luminance, ycrcb_to_rgb
 from nirvis.hallucination.fastconv import METHODS, PRECISIONS, accelerate, keep_freed_memory
-from nirvis.hallucination.io import HallucinationModel, load_model
+from nirvis.hallucination.io import HallucinationModel, check_reference, load_model
 
 if TYPE_CHECKING:
     from nirvis.faces.types import Face
@@ -129,8 +129,8 @@ class Hallucinator:
             raise ValueError(f"Hallucinator: method must be one of {METHODS}, got {method!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"Hallucinator: precision must be one of {PRECISIONS}, got {precision!r}")
-        if batch_size < 1:
-            raise ValueError(f"Hallucinator: batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Hallucinator: batch_size must be an int >= 1, got {batch_size!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"Hallucinator: threads must be >= 1 or None, got {threads}")
         try:
@@ -143,10 +143,11 @@ class Hallucinator:
             raise ValueError("Hallucinator: device 'meta' holds no data; use cpu or cuda")
         if not isinstance(model, HallucinationModel):
             model = load_model(Path(model), device=device)
-        for key in ("nir_mean", "nir_std"):
-            if key not in model.reference:
-                raise HallucinationInputError(f"Hallucinator: the model's photometric reference has no {key!r} "
-                                              f"(keys: {sorted(model.reference)})")
+        try:  # checked by load_model for saved models; a model built in memory is checked here
+            check_reference(model.reference)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HallucinationInputError(f"Hallucinator: the model's photometric reference is unusable "
+                                          f"({type(exc).__name__}: {exc})") from None
         self.model = model
         self.blend = blend
         self.method = method
@@ -194,6 +195,8 @@ class Hallucinator:
         if arr.ndim != 3:
             raise HallucinationInputError(f"Hallucinator: NIR faces must be (H, W) or (B, H, W) gray, got shape "
                                           f"{nir.shape}")
+        if arr.shape[0] == 0:
+            raise HallucinationInputError("Hallucinator: got a batch of 0 faces")
         if min(arr.shape[1:]) < self.min_size:
             raise HallucinationInputError(f"Hallucinator: faces of {arr.shape[1]}x{arr.shape[2]} pixels are smaller "
                                           f"than the networks' {self.min_size}x{self.min_size} kernels; give "

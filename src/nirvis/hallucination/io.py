@@ -18,6 +18,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from nirvis._io import atomic_write, atomic_write_json, file_digest, read_json
 from nirvis.errors import NirvisError
 from nirvis.hallucination.nets import HallucinationNets
 
-__all__ = ["HallucinationModel", "ModelFileError", "save_model", "load_model", "MODEL_FORMAT", "MODEL_VERSION"]
+__all__ = ["HallucinationModel", "ModelFileError", "save_model", "load_model", "check_reference", "MODEL_FORMAT",
+           "MODEL_VERSION"]
 
 MODEL_FORMAT = "nirvis-hallucination"
 MODEL_VERSION = 1
@@ -69,7 +71,7 @@ class HallucinationModel:
         return h.hexdigest()[:16]
 
 
-def _check_reference(reference: Any) -> None:
+def check_reference(reference: Any) -> None:
     """The photometric reference: finite ``nir_mean`` and ``nir_std > 0``, and, where present, three finite
     ``vis_mean`` and three positive ``vis_std`` values."""
     if not isinstance(reference, dict):
@@ -81,7 +83,7 @@ def _check_reference(reference: Any) -> None:
             if len(values[key]) != 3:
                 raise ValueError(f"reference {key!r} needs 3 values (one per RGB channel), got {len(values[key])}")
     for key, vals in values.items():
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+        if not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
             raise ValueError(f"reference {key!r} must hold finite numbers, got {reference[key]!r}")
         if key.endswith("_std") and min(vals) <= 0:
             raise ValueError(f"reference {key!r} must be > 0, got {reference[key]!r}")
@@ -130,7 +132,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> H
     try:
         nets = HallucinationNets.from_config(config["nets"])
         reference = config["reference"]
-        _check_reference(reference)
+        check_reference(reference)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{cfg_path}: bad or missing 'nets' / 'reference' entry ({type(exc).__name__}: {exc})"
                              ) from None

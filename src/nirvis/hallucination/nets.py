@@ -17,6 +17,7 @@ middle is narrow: an hourglass.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -51,6 +52,12 @@ class ChannelNetSpec:
     residual: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("layers", "wide", "narrow", "kernel"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral):
+                raise ValueError(f"ChannelNetSpec.{name} must be an int, got {v!r}")
+        if not isinstance(self.residual, bool):  # "false" from a hand-edited config.json would be truthy
+            raise ValueError(f"ChannelNetSpec.residual must be true or false, got {self.residual!r}")
         if self.layers < 4:
             raise ValueError(f"layers must be >= 4, got {self.layers}")
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -121,9 +128,12 @@ class HallucinationNets(nn.Module):
     def __init__(self, specs: dict[str, ChannelNetSpec] | str = "paper", channels: tuple[str, ...] = CHANNELS) -> None:
         super().__init__()
         specs = preset(specs) if isinstance(specs, str) else dict(specs)
+        channels = tuple(channels)
         bad = [c for c in channels if c not in CHANNELS or c not in specs]
         if bad:
             raise ValueError(f"channels {bad} are not among {CHANNELS} or have no spec")
+        if not channels or len(set(channels)) != len(channels):
+            raise ValueError(f"channels must name at least one of {CHANNELS}, each once, got {channels}")
         self.specs = {c: specs[c] for c in channels}
         self.nets = nn.ModuleDict({c: ChannelNet(s) for c, s in self.specs.items()})
 
