@@ -127,6 +127,8 @@ def test_model_folder_errors_name_the_file(tmp_path: Path) -> None:
     folder = save_model(tmp_path / "m", known_model())
     good = json.loads((folder / CONFIG).read_text())
     assert load_model(folder).reference == REFERENCE
+    with pytest.raises(TypeError, match=r"save_model\(path, model\) takes the folder first"):
+        save_model(known_model(), tmp_path / "swapped")
 
     def broken(edit, match: str) -> None:
         cfg = json.loads(json.dumps(good))

@@ -93,6 +93,9 @@ def save_model(path: str | os.PathLike, model: HallucinationModel) -> Path:
     """Write ``model`` to the folder ``path`` (created if needed), atomically file by file."""
     from safetensors.torch import save_file
 
+    if isinstance(path, HallucinationModel) or not isinstance(model, HallucinationModel):
+        raise TypeError(f"save_model(path, model) takes the folder first, then a HallucinationModel; got "
+                        f"{type(path).__name__} and {type(model).__name__}")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.nets.state_dict().items()}
