@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -85,8 +86,8 @@ def _print_report(report) -> None:
         t.add_column(col, justify="right" if col != "configuration" else "left")
     n_splits = report.results[0]["n_splits"]
 
-    def pct(v: float) -> str:
-        return "n/a" if v != v else f"{100 * v:.1f}"
+    def pct(v: float) -> str:  # NaN: VR@FAR of a split without impostor or genuine pairs
+        return "n/a" if math.isnan(v) else f"{100 * v:.1f}"
 
     for r in report.results:
         rank1 = pct(r["rank1_mean"]) + (f" ± {pct(r['rank1_std'])}" if n_splits > 1 else "")

@@ -204,14 +204,16 @@ def evaluate_identification(probe_features: np.ndarray, probe_labels: Sequence, 
     _check_finite(gf[gok], "feature values of aligned gallery images")
     s = cosine_scores(np.where(ok[:, None], pf, 0.0), np.where(gok[:, None], gf, 0.0))
     ranks = identification_ranks(s, probe_labels, gallery_labels, ok, gok)
-    pl, gl = np.asarray(probe_labels), np.asarray(gallery_labels)
-    genuine = pl[:, None] == gl[None, :]
-    if genuine.any() and not genuine.all():
+    people = set(np.asarray(gallery_labels).tolist())
+    probe_people = np.asarray(probe_labels).tolist()
+    has_genuine = any(p in people for p in probe_people)
+    has_impostor = len(people) > 1 or any(p not in people for p in probe_people)
+    if has_genuine and has_impostor:
         far, vr, _ = roc(s, probe_labels, gallery_labels, ok, gok)
         v2, v3 = vr_at_far(far, vr, 1e-2), vr_at_far(far, vr, 1e-3)
     else:
         v2 = v3 = float("nan")
     return IdentificationResult(
         rank1=rank_k(ranks, 1), rank5=rank_k(ranks, 5), vr_far_1e2=v2, vr_far_1e3=v3, cmc=cmc(ranks, max_rank),
-        n_probes=len(ranks), n_failed=int((~ok).sum()), n_gallery=len(gl), n_gallery_failed=int((~gok).sum()),
+        n_probes=len(ranks), n_failed=int((~ok).sum()), n_gallery=len(gok), n_gallery_failed=int((~gok).sum()),
     )
