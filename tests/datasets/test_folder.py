@@ -71,10 +71,22 @@ def test_folder_split_with_train_root(people_dir, tmp_path, caplog):
     assert split.train_people == ["dave", "erin"]
     assert "both the training folder" not in caplog.text
 
-    _img(train / "bob" / "vis" / "1.jpg")
-    with caplog.at_level(logging.WARNING, logger="nirvis.datasets.folder"):
+    # A person folder in both: refused (before, a warning; and the test image bob/vis/x.jpeg was scored with
+    # the features of the training image of the same capture id).
+    _img(train / "bob" / "vis" / "x.jpeg")
+    with pytest.raises(DatasetError, match=r"1 person folder\(s\) are in both the training folder .*\(bob\)"):
         folder_split(people_dir, train_root=train)
-    assert "both the training folder" in caplog.text and "bob" in caplog.text
+
+
+def test_all_samples_refuses_two_images_with_one_capture_id(tmp_path):
+    from nirvis.datasets import _all_samples
+    from nirvis.datasets.base import Sample, Split
+
+    a = Sample("p", "vis", tmp_path / "a" / "1.jpg", "p/vis/1.jpg")
+    b = Sample("p", "vis", tmp_path / "b" / "1.jpg", "p/vis/1.jpg")
+    assert _all_samples([Split("s", (a,), (a,), ())]) == [a]
+    with pytest.raises(DatasetError, match="two images share capture id 'p/vis/1.jpg'"):
+        _all_samples([Split("s", (a,), (b,), ())])
 
 
 def test_missing_root_is_named(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nirvis.datasets.base import MODALITIES, Sample, Split, by_person, people
+from nirvis.errors import DatasetError
 
 __all__ = ["Sample", "Split", "MODALITIES", "people", "by_person", "load_protocol", "DATASETS"]
 
@@ -85,8 +86,12 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
 
 
 def _all_samples(splits: list[Split]) -> list[Sample]:
+    """Every sample of the splits once, by capture id (features are looked up by it)."""
     seen: dict[str, Sample] = {}
     for sp in splits:
         for s in (*sp.train, *sp.gallery, *sp.probes):
-            seen.setdefault(s.capture_id, s)
+            first = seen.setdefault(s.capture_id, s)
+            if first.path != s.path or first.person != s.person or first.modality != s.modality:
+                raise DatasetError(f"split {sp.name}: two images share capture id {s.capture_id!r} ({first.path} "
+                                   f"and {s.path}); one would be scored with the other's features")
     return list(seen.values())

@@ -113,12 +113,14 @@ def folder_split(root: str | os.PathLike, train_root: str | os.PathLike | None =
         ``name="folder-<root name>"``. ``gallery``: the first VIS image (sorted by file name) of each
         person; ``probes``: every NIR image; ``train``: every image of ``train_root``, or empty.
         A person without VIS image keeps their probes, which then count as misses; a warning is
-        logged for them, and for people found in both ``train_root`` and ``root``.
+        logged for them.
 
     Raises
     ------
     DatasetError
-        If ``root`` or ``train_root`` is missing or not laid out as expected.
+        If ``root`` or ``train_root`` is missing or not laid out as expected, or if a person folder name is in
+        both (it names one person: a person must not train and be tested; and images of the two folders
+        would share capture ids, so one would be scored with the other's features).
     """
     root = Path(root).expanduser()
     samples = scan_folder(root)
@@ -143,7 +145,8 @@ def folder_split(root: str | os.PathLike, train_root: str | os.PathLike | None =
         train = tuple(scan_folder(train_root))
         overlap = sorted(set(people(train)) & set(people(samples)))
         if overlap:
-            logger.warning("%s: %d people are in both the training folder %s and the test folder %s (%s); "
-                           "results will be optimistic", name, len(overlap), train_root, root,
-                           ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else ""))
+            raise DatasetError(f"{name}: {len(overlap)} person folder(s) are in both the training folder {train_root} "
+                               f"and the test folder {root} ({', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}); "
+                               "a person must not train and be tested. If these are different people, rename "
+                               "their folders so that every person has one name")
     return Split(name=name, train=train, gallery=tuple(gallery), probes=probes)
