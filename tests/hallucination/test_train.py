@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -280,11 +281,11 @@ def test_command_trains_with_a_preset_and_refuses_test_people(store: Path, tmp_p
     assert model.nets.channels == ("cb", "cr") and model.meta["preset"] == "cpu"
     assert model.meta["training"]["seed"] == 3 and model.meta["training"]["lr"] == 1e-3
 
-    leaky = _folder(tmp_path / "test_bad", ["p04", "x1"])
+    leaky = _folder(tmp_path / "test_bad", ["p07", "x1"])  # p07 is in the store, not in the training folder
     res = CliRunner().invoke(app, args + ["-o", str(tmp_path / "m2"), "--dataset", "folder", "--data", str(leaky),
                                              "--train-data", str(train)])
     assert res.exit_code == 2
-    assert "holds 1 forbidden (test) people" in res.output and "p04" in res.output
+    assert "holds 1 forbidden (test) people" in res.output and "p07" in res.output
 
     res = CliRunner().invoke(app, ["train-hallucination", "--store", str(tmp_path / "none.h5"), "-o",
                                       str(tmp_path / "m3")])
@@ -303,3 +304,72 @@ def test_loss_plot_of_a_run_with_nothing_logged_warns_nothing(tmp_path, recwarn)
     for path in (empty, logged):
         assert cv2.imread(str(path)).shape[:2] == (450, 700)
     assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_resume_refuses_another_process_count_fewer_epochs_and_another_store(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    first = train_hallucination(store, out, replace(CFG, max_steps=40))  # stops in epoch 1 (29 steps per epoch)
+    assert not first["complete"] and first["epochs_completed"] == 1
+    state = json.loads((out / CHECKPOINT_JSON).read_text())
+    assert state["world_size"] == 1 and state["store_fingerprint"]
+    # Fewer epochs than the checkpoint reached: it used to end "complete", deleting the checkpoint, with
+    # weights from 11 steps that the history did not show.
+    with pytest.raises(TrainingError, match="reached epoch 2 of its run; --epochs 1 would end it before that"):
+        train_hallucination(store, out, replace(CFG, epochs=1))
+    # Same people and rows, other patches: another store.
+    other = make_store(tmp_path / "other.h5", PEOPLE, 45, seed=7)
+    with h5py.File(other, "a") as h5:
+        h5.attrs["summary"] = json.dumps({"pairs_stored": 540, "note": "another mining run"})
+    with pytest.raises(TrainingError, match="was written for another patch store"):
+        train_hallucination(other, out, CFG)
+    from nirvis.hallucination.train import _check_resume
+
+    with pytest.raises(TrainingError, match=r"written by 2 training process\(es\), this run has 1"):
+        _check_resume({**state, "world_size": 2}, CFG, store, 540, state["train_people"], state["val_people"],
+                      out / CHECKPOINT, 1, state["store_fingerprint"])
+    done = train_hallucination(store, out, CFG)  # the checkpoint itself is intact
+    assert done["complete"] and done["resumed_from_step"] == 40
+
+
+def test_a_diverging_run_stops_and_a_model_with_nan_weights_is_refused(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    with pytest.raises(TrainingError, match="training diverged: the loss is not finite"):
+        train_hallucination(store, out, replace(CFG, lr=1e6, epochs=1))
+    assert not (out / "config.json").exists()  # nothing saved as if it were a model
+
+    from nirvis.hallucination.io import HallucinationModel, ModelFileError, save_model
+    from nirvis.hallucination.nets import HallucinationNets
+
+    nets = HallucinationNets(SPECS)
+    with torch.no_grad():
+        nets.nets["y"].body[0].weight[0, 0, 0, 0] = float("nan")
+    folder = save_model(tmp_path / "nan", HallucinationModel(nets=nets, reference=dict(REFERENCE)))
+    with pytest.raises(ModelFileError, match=r"1 weight tensor\(s\) hold NaN or inf \(nets\.y\.body\.0\.weight\)"):
+        load_model(folder)
+
+
+def test_people_without_pairs_are_not_drawn_for_validation(tmp_path: Path) -> None:
+    people = [f"q{i}" for i in range(6)]
+    st = make_store(tmp_path / "s.h5", people, [30] * 5)  # q5 is listed, with no pairs (all pruned in mining)
+    for seed in range(6):
+        summary = train_hallucination(st, tmp_path / f"m{seed}", replace(CFG, epochs=1, seed=seed))
+        model = load_model(tmp_path / f"m{seed}")
+        assert "q5" not in model.meta["val_people"] and summary["val"] is not None
+
+
+def test_rerunning_with_the_same_time_limit_trains_no_more(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    first = train_hallucination(store, out, replace(CFG, max_seconds=1e-6))
+    assert first["stopped"] == "max_seconds" and first["steps"] == 1
+    again = train_hallucination(store, out, replace(CFG, max_seconds=1e-6))  # used to train one more step
+    assert again["steps"] == 1 and again["stopped"] == "max_seconds"
+
+
+def test_a_negative_seed_is_named_and_the_callers_random_state_is_left_alone(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match=r"TrainConfig.seed = -1 is out of range"):
+        train_hallucination(store, tmp_path / "neg", replace(CFG, seed=-1))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_hallucination(store, tmp_path / "m", replace(CFG, epochs=1, num_workers=0))
+    assert torch.equal(torch.rand(3), expected)

@@ -140,9 +140,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> H
         raise ModelFileError(f"{cfg_path}: bad or missing 'nets' / 'reference' entry ({type(exc).__name__}: {exc})"
                              ) from None
     try:
-        nets.load_state_dict(load_file(str(w_path)))
+        weights = load_file(str(w_path))
+        nets.load_state_dict(weights)
     except RuntimeError as exc:
         raise ModelFileError(f"{w_path}: weights do not fit the networks of {CONFIG}: {exc}") from None
+    broken = sorted(k for k, v in weights.items() if not bool(torch.isfinite(v).all()))
+    if broken:  # e.g. saved by a run that diverged before training refused to save one
+        raise ModelFileError(f"{w_path}: {len(broken)} weight tensor(s) hold NaN or inf ({', '.join(broken[:3])}); "
+                             "the model is unusable, train it again (with a lower --lr)")
     nets.to(device).eval()
     meta = {k: v for k, v in config.items() if k not in ("format", "version", "nets", "reference", "weights_sha256")}
     return HallucinationModel(nets=nets, reference=reference, meta=meta)

@@ -16,7 +16,8 @@ Everything lives in one output folder::
 
 Checkpoints are written atomically at every epoch end (and every ``checkpoint_every`` steps). Rerunning
 :func:`train_hallucination` on the same folder resumes from the checkpoint, and gives bit for bit the
-weights of an uninterrupted run on the same machine and thread count: the shuffling of an epoch is a pure
+weights of an uninterrupted run on the same machine and thread count (on the CPU; cuDNN's kernels need not be
+deterministic), with the same number of processes: the shuffling of an epoch is a pure
 function of ``(seed, epoch)`` (:func:`~nirvis.hallucination.data.epoch_blocks`), so the checkpoint only
 records how many batches of the epoch were done. The checkpoint is deleted once every epoch is done
 (``keep_checkpoint`` keeps it); a run stopped by ``max_steps`` or ``max_seconds`` keeps it, so that a rerun
@@ -42,6 +43,7 @@ of steps per epoch (the smallest share decides; shares differ by at most a row p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -200,7 +202,7 @@ class TrainConfig:
                   ("val_max_patches", self.val_max_patches is None or self.val_max_patches >= 1),
                   ("max_steps", self.max_steps is None or self.max_steps >= 1),
                   ("max_seconds", self.max_seconds is None or self.max_seconds > 0),
-                  ("threads", self.threads is None or self.threads >= 1)]
+                  ("threads", self.threads is None or self.threads >= 1), ("seed", self.seed >= 0)]
         for name, ok in checks:
             if not ok:
                 raise TrainingError(f"TrainConfig.{name} = {getattr(self, name)!r} is out of range")
@@ -402,17 +404,44 @@ def _named(values: torch.Tensor | list[float], channels: tuple[str, ...]) -> dic
     return {c: float(v) for c, v in zip(channels, list(values))}
 
 
+#: What to delete to start a model folder afresh (said in the errors that refuse to resume).
+_AFRESH = f"delete the folder (or its {CHECKPOINT_JSON}, {CHECKPOINT}, {WEIGHTS} and {CONFIG}) to start afresh"
+
+
+def _store_fingerprint(st: PatchStore) -> str:
+    """Digest of a store's identity: its mining settings, summary, reference, people and size (attributes only,
+    no patch is read)."""
+    blob = json.dumps([st.config, st.summary, st.reference, st.people, len(st)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _check_resume(state: dict[str, Any], cfg: TrainConfig, store_path: Path, n_rows: int, train_people: list[str],
-                  val_people: list[str], ckpt: Path) -> None:
+                  val_people: list[str], ckpt: Path, world: int, store_fp: str) -> None:
     old, new = state["training"], cfg.to_dict()
     diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if diff:
         pairs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise TrainingError(f"{ckpt}: cannot resume with other settings ({pairs}); use the checkpoint's settings, "
-                            "another --output folder, or delete the checkpoint to start afresh")
-    if state["store_rows"] != n_rows or state["train_people"] != train_people or state["val_people"] != val_people:
+                            f"another --output folder, or {_AFRESH}")
+    if (state["store_rows"] != n_rows or state["train_people"] != train_people or state["val_people"] != val_people
+            or state.get("store_fingerprint", store_fp) != store_fp):  # checkpoints before the fingerprint: rows
         raise TrainingError(f"{ckpt}: was written for another patch store ({state['store']}, {state['store_rows']} "
                             f"pairs) than {store_path} ({n_rows} pairs); use another --output folder")
+    # The position in an epoch counts each process's steps; another process count would repeat or skip rows.
+    if state.get("world_size", 1) != world:
+        raise TrainingError(f"{ckpt}: was written by {state.get('world_size', 1)} training process(es), this run has "
+                            f"{world}; resume with the same number (torchrun --nproc_per_node), or {_AFRESH}")
+    reached = state["epoch"] + (1 if state["step_in_epoch"] > 0 else 0)
+    if cfg.epochs < reached:
+        raise TrainingError(f"{ckpt}: training has reached epoch {reached} of its run; --epochs {cfg.epochs} would "
+                            f"end it before that (give at least {reached}), or {_AFRESH}")
+
+
+def _check_finite_loss(sums: torch.Tensor, step: int, out: Path) -> None:
+    """Stop a diverged run (all ranks see the same all-reduced sums, so all stop together)."""
+    if not bool(torch.isfinite(sums).all()):
+        raise TrainingError(f"training diverged: the loss is not finite (NaN or inf) by step {step}; nothing more "
+                            f"was saved, and {out} keeps its last checkpoint. Lower the learning rate (--lr)")
 
 
 def train_hallucination(store: str | os.PathLike | PatchStore, output: str | os.PathLike,
@@ -421,8 +450,9 @@ def train_hallucination(store: str | os.PathLike | PatchStore, output: str | os.
     """Train the Y/Cb/Cr hallucination CNNs on a patch store and save the model to ``output`` (paper Sec. 3).
 
     Resumes from ``output/checkpoint.*`` when present (same settings required, except epochs, limits,
-    workers, threads, logging, checkpoint and validation frequency). On the same machine and thread count
-    the resumed run ends with bit for bit the weights of an uninterrupted one.
+    workers, threads, logging, checkpoint and validation frequency; the same number of processes). On the
+    CPU, with the same machine and thread count, the resumed run ends with bit for bit the weights of an
+    uninterrupted one (on CUDA, cuDNN's convolution kernels need not be deterministic).
 
     Parameters
     ----------
@@ -468,7 +498,8 @@ def train_hallucination(store: str | os.PathLike | PatchStore, output: str | os.
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        summary = _train(store_path, out, cfg, forbidden_people, progress, dist, t_start)
+        with torch.random.fork_rng(devices=[]):  # the data loaders draw from torch's global generator
+            summary = _train(store_path, out, cfg, forbidden_people, progress, dist, t_start)
         finished = True
         return summary
     finally:
@@ -491,7 +522,11 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
         if forbidden_people is not None:
             check_store_people(st, forbidden_people)
         store_people, reference, n_rows = st.people, st.reference, len(st)
-        split = split_people(store_people, cfg.val_fraction, cfg.seed)
+        store_fp = _store_fingerprint(st)
+        # Mining keeps people all of whose pairs failed; drawing one for validation would leave it empty.
+        with_rows = set(np.unique(st.dataset("person")[:]).tolist())
+        split = split_people([p for i, p in enumerate(store_people) if i in with_rows] or store_people,
+                             cfg.val_fraction, cfg.seed)
         train_rows, val_rows = store_rows(st, split.train), store_rows(st, split.val)
         chunks = st.dataset("nir").chunks
         chunk = int(chunks[0]) if chunks else 256
@@ -551,7 +586,7 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
         _remove_stale_temporaries(out)
     if ckpt.is_file():
         tensors, state = _load_checkpoint(ckpt)
-        _check_resume(state, cfg, store_path, n_rows, split.train, split.val, ckpt)
+        _check_resume(state, cfg, store_path, n_rows, split.train, split.val, ckpt, dist.world, store_fp)
         nets.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         if state.get("scaler"):
@@ -564,7 +599,7 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
         log.info("resuming %s at epoch %d, step %d", ckpt, epoch, step)
     elif (out / CONFIG).is_file() or (out / WEIGHTS).is_file():
         raise TrainingError(f"{out}: already holds a trained model ({CONFIG}) and no checkpoint to resume; "
-                            "choose another --output folder or delete this one")
+                            f"choose another --output folder, or {_AFRESH}")
 
     model: torch.nn.Module = nets
     if dist.world > 1:
@@ -588,13 +623,16 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
 
     def checkpoint() -> None:
         """Write the checkpoint (rank 0); collective: every rank calls it at the same step."""
-        loss_sums = dist.all_sum(torch.stack([epoch_sums, run_sums])).cpu().tolist()
+        all_sums = dist.all_sum(torch.stack([epoch_sums, run_sums])).cpu()
+        _check_finite_loss(all_sums, step, out)
+        loss_sums = all_sums.tolist()
         if not dist.main:
             return
         state = {"epoch": epoch, "step_in_epoch": k_in_epoch, "step": step, "train_s": train_s, "wall_s": wall(),
                  "rng": {"shuffle_seed_sequence": [cfg.seed, epoch], "note": "epoch order = epoch_blocks(seed, epoch)"},
                  "loss_sums": loss_sums, "scaler": scaler.state_dict() or None,
                  "training": cfg.to_dict(), "store": str(store_path.resolve()), "store_rows": n_rows,
+                 "store_fingerprint": store_fp, "world_size": dist.world,
                  "train_people": split.train, "val_people": split.val, "history": history}
         _save_checkpoint(out, nets, opt, state)
         atomic_write_json(out / HISTORY, history)
@@ -612,6 +650,9 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
         if cfg.max_steps is not None and step >= cfg.max_steps:
             stopped = "max_steps"
             break
+        if cfg.max_seconds is not None and dist.from_main([train_s >= cfg.max_seconds])[0]:  # a rerun, time spent
+            stopped = "max_seconds"
+            break
         n_steps = epoch_geometry(epoch)[0]
         mine = PatchBlocks(store_path, shard_blocks(blocks_of(epoch), dist.rank, dist.world), channels)
         batches = iter_batches(mine, cfg.batch_size, start=k_in_epoch, stop=n_steps, num_workers=cfg.num_workers,
@@ -624,18 +665,22 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
                 pred = model(x)
             losses = _mse_per_channel(pred, t)
             scaler.scale(losses.sum()).backward()
+            scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(opt)
             scaler.update()
             step += 1
             k_in_epoch += 1
-            weighted = losses.detach().double() * x.shape[0]
-            for sums in (run_sums, epoch_sums):
-                sums[:-1] += weighted
-                sums[-1] += x.shape[0]
+            # float16: a step whose gradients overflowed is skipped (the scale drops); its inf loss is not a loss
+            if scale is None or scaler.get_scale() >= scale:
+                weighted = losses.detach().double() * x.shape[0]
+                for sums in (run_sums, epoch_sums):
+                    sums[:-1] += weighted
+                    sums[-1] += x.shape[0]
             train_s += time.perf_counter() - t0
             mid_epoch = k_in_epoch < n_steps
             if step % cfg.log_every == 0:
                 s = dist.all_sum(run_sums.clone()).cpu()
+                _check_finite_loss(s, step, out)
                 last_train = _named(s[:-1] / s[-1], channels)
                 history["log"].append({"step": step, "epoch": epoch, "samples": samples_done(),
                                        "train_s": round(train_s, 3), "wall_s": round(wall(), 3), "train": last_train})
@@ -663,6 +708,7 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
             break
         # --- epoch end: validate, record, checkpoint
         s = dist.all_sum(epoch_sums.clone()).cpu()
+        _check_finite_loss(s, step, out)
         last_val, last_val_s = validate(), train_s
         history["epochs"].append({"epoch": epoch, "step": step, "samples": samples_done(), "train_s": round(train_s, 3),
                                   "wall_s": round(wall(), 3), "train": _named(s[:-1] / s[-1], channels),
