@@ -341,3 +341,10 @@ def test_six_fold_splits_need_six_people(tmp_path):
     with pytest.raises(DatasetError, match=r"at least 6 people, found 3"):
         six_fold_splits(tmp_path)
 
+
+
+def test_load_protocol_names_a_fold_once_whatever_its_spelling(casia):
+    from nirvis.datasets import load_protocol
+
+    name, splits, _ = load_protocol("casia", casia, "view2:01")
+    assert name == "casia-view2:1" and [s.name for s in splits] == [view2_split(casia, 1).name]

@@ -89,3 +89,14 @@ def test_missing_folder_is_named(tmp_path):
         load_rap3df(tmp_path / "nowhere")
     with pytest.raises(DatasetError, match="no RAP3DF data found"):
         load_rap3df(tmp_path)
+
+
+def test_external_protocol_featurizes_every_capture_of_data(rap3df_root):
+    from nirvis.datasets import load_protocol
+
+    name, splits, samples = load_protocol("rap3df", rap3df_root / "rap3df_data_02", train_data=rap3df_root / "rap3df_data")
+    every = load_rap3df(rap3df_root / "rap3df_data_02")["2019"]
+    assert name == "rap3df-external"
+    assert {s.capture_id for s in every} <= {s.capture_id for s in samples}  # the alignment rate covers them all
+    with pytest.raises(ValueError, match="n_train and n_splits must be >= 1, got -1"):
+        rap3df_splits(load_rap3df(rap3df_root), n_train=-1)

@@ -52,11 +52,14 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
         from nirvis.datasets import rap3df
 
         sets = rap3df.load_rap3df(data)
+        every = [s for v in sets.values() for s in v]  # the alignment rate covers every capture of --data
         if train_data is not None:
             split = rap3df.rap3df_external_split(sets, rap3df.load_rap3df(train_data))
-            return "rap3df-external", [split], _all_samples([split])
-        splits = rap3df.rap3df_splits(sets)
-        return "rap3df-10x25/25", splits, [s for v in sets.values() for s in v]
+            used = _all_samples([split])
+            ids = {s.capture_id for s in used}
+            return "rap3df-external", [split], used + [s for s in every if s.capture_id not in ids]
+        splits = rap3df.rap3df_splits(sets)  # 2019 people: N_TRAIN train, the others are tested
+        return f"rap3df-{len(splits)}x{rap3df.N_TRAIN}/{len(splits[0].test_people)}", splits, every
     if dataset == "casia":
         from nirvis.datasets import casia
 
@@ -69,6 +72,7 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
             fold = proto.split(":", 1)[1]
             if not fold.isdigit() or not 1 <= int(fold) <= 10:
                 raise ValueError(f"CASIA protocol {proto!r}: the fold K of view2:K must be 1..10, got {fold!r}")
+            proto = f"view2:{int(fold)}"  # view2:01 is view2:1
             splits = [casia.view2_split(root, int(fold))]
         elif proto == "view1":
             splits = [casia.view1_split(root)]

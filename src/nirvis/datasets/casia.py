@@ -55,7 +55,8 @@ _SESSION_RE = re.compile(r"^s\d+$", re.IGNORECASE)
 _MODALITY_FOLDERS = {"nir": "nir", "vis": "vis"}
 _LAYOUT_HELP = (
     "expected session folders s1..s4 holding NIR/<person>/<n>.bmp and VIS/<person>/<n>.jpg, "
-    f"directly under the root or under <root>/{ARCHIVE_FOLDER}"
+    f"directly under the root or under <root>/{ARCHIVE_FOLDER} (with --data pointing at a data folder, the root "
+    "is <data>/casia)"
 )
 
 PathLike = str | os.PathLike
@@ -410,7 +411,9 @@ def six_fold_splits(root: PathLike) -> list[Split]:
 
     The people of the tree, in the dataset's numbering order (numeric id order), are cut into 6
     contiguous folds whose sizes differ by at most one (the first folds take the extra people). No
-    list files are needed.
+    list files are needed. This is the paper's reading ("folds in the natural order of the dataset's
+    numbering", PAPER-NOTES); as CASIA's ids encode the capture session, each fold holds people of one or
+    two sessions, not a random draw.
 
     Parameters
     ----------

@@ -55,12 +55,15 @@ def load_set_2019(folder: str | Path) -> list[Sample]:
     if not isinstance(db, dict):
         raise DatasetError(f"{db_path}: expected an object person -> pose -> captures")
 
+    missing: list[str] = []
+
     def resolve(rel: str) -> Path:
-        for base in (folder.parent, folder):
-            p = base / rel
+        inside = Path(*Path(rel).parts[1:]) if len(Path(rel).parts) > 1 else Path(rel)
+        for p in (folder.parent / rel, folder / rel, folder / inside):  # the last: the set renamed or moved
             if p.exists():
                 return p
-        return folder.parent / rel  # missing: reported by the evaluation, not here
+        missing.append(rel)
+        return folder.parent / rel  # kept: the evaluation counts it as a failed image, naming the file
 
     out: list[Sample] = []
     for person in sorted(db):
@@ -82,6 +85,9 @@ def load_set_2019(folder: str | Path) -> list[Sample]:
                 code = Path(cap["rgb"]).stem.removeprefix("rgb_")
                 meta = {"set": "2019", "pose": pose, "index": i}
                 out.extend(_pair(person, f"2019/{person}/{code}", rgb, ir, meta))
+    if missing:
+        log.warning("%s: %d of the files it lists are missing (e.g. %s); they will count as failed images", db_path,
+                    len(missing), ", ".join(missing[:3]))
     return out
 
 
@@ -172,6 +178,8 @@ def rap3df_splits(sets: dict[str, list[Sample]], n_splits: int = N_SPLITS, n_tra
         raise DatasetError("RAP3DF protocol needs the 2019 set (rap3df_data_02/database.json)")
     s19, s17 = sets["2019"], sets.get("2017", [])
     ids = people(s19)
+    if n_train < 1 or n_splits < 1:
+        raise ValueError(f"n_train and n_splits must be >= 1, got {n_train} and {n_splits}")
     if len(ids) <= n_train:
         raise DatasetError(f"RAP3DF 2019 set has {len(ids)} people; the protocol needs more than {n_train}")
     splits = []
