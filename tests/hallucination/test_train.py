@@ -276,7 +276,7 @@ def test_command_trains_with_a_preset_and_refuses_test_people(store: Path, tmp_p
     clean = _folder(tmp_path / "test_ok", ["x1", "x2"])
     res = CliRunner().invoke(app, args + ["--dataset", "folder", "--data", str(clean), "--train-data", str(train)])
     assert res.exit_code == 0, res.output
-    assert "trained 2 steps" in res.output and "rerun to continue" in res.output
+    assert "trained 2 steps" in res.output and "stopped by --max-steps, rerun with more to continue" in res.output
     model = load_model(out)
     assert model.nets.channels == ("cb", "cr") and model.meta["preset"] == "cpu"
     assert model.meta["training"]["seed"] == 3 and model.meta["training"]["lr"] == 1e-3
@@ -373,3 +373,15 @@ def test_a_negative_seed_is_named_and_the_callers_random_state_is_left_alone(sto
     torch.manual_seed(123)
     train_hallucination(store, tmp_path / "m", replace(CFG, epochs=1, num_workers=0))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_command_stops_at_a_time_limit(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    args = ["train-hallucination", "--store", str(store), "-o", str(out), "--preset", "cpu", "--max-minutes",
+            "0.000001", "--batch-size", "4", "--threads", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trained 1 steps" in res.output and "stopped by --max-minutes" in res.output
+    assert load_model(out).meta["training"]["max_seconds"] == pytest.approx(6e-5)
+    res = CliRunner().invoke(app, args[:-4] + ["--max-minutes", "0"])
+    assert res.exit_code == 2 and "--max-minutes must be > 0, got 0.0" in res.output

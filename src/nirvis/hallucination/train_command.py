@@ -65,6 +65,7 @@ def train_hallucination(
     split: Annotated[str, typer.Option(help="With --dataset: train-of-fold-K (0-based), a split name, or all.")] = "train-of-fold-0",
     train_data: Annotated[Optional[Path], typer.Option(help="With --dataset rap3df/folder: extra training folder (as for mine).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (quick runs); rerun with more to continue.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this much training time, summed over reruns; rerun with more to continue.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="Data-loading worker processes.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: at epoch ends only).")] = 0,
@@ -85,11 +86,14 @@ def train_hallucination(
 
     logging.basicConfig(level=logging.WARNING)
     chans = tuple(c.strip().lower() for c in channels.split(",") if c.strip())
+    if max_minutes is not None and not max_minutes > 0:
+        _fail(f"--max-minutes must be > 0, got {max_minutes}")
     rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
         config = TrainConfig(preset=preset.value, channels=chans, epochs=epochs, batch_size=batch_size, lr=lr,
                              val_fraction=val_fraction, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
-                             log_every=log_every, max_steps=max_steps, threads=threads, keep_checkpoint=keep_checkpoint)
+                             log_every=log_every, max_steps=max_steps, threads=threads, keep_checkpoint=keep_checkpoint,
+                             max_seconds=None if max_minutes is None else 60.0 * max_minutes)
         config.validate()
         forbidden = None
         if dataset is not None:
@@ -112,7 +116,9 @@ def train_hallucination(
     if not rank0:
         return
     val = summary["val"] or {}
-    how = "complete" if summary["complete"] else "stopped by --max-steps, rerun to continue"
+    how = "complete" if summary["complete"] else (
+        f"stopped by --{'max-minutes' if summary['stopped'] == 'max_seconds' else 'max-steps'}, rerun with more to "
+        "continue")
     typer.echo(f"trained {summary['steps']} steps ({summary['epochs_completed']} epochs, {how}) on "
                f"{summary['train_people']} people, {summary['samples']} patches at {summary['patches_per_s']:.1f} "
                f"patches/s; validation MSE ({summary['val_people']} people): "
