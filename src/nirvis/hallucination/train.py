@@ -681,9 +681,11 @@ def _train(store_path: Path, out: Path, cfg: TrainConfig, forbidden_people: list
             if step % cfg.log_every == 0:
                 s = dist.all_sum(run_sums.clone()).cpu()
                 _check_finite_loss(s, step, out)
-                last_train = _named(s[:-1] / s[-1], channels)
-                history["log"].append({"step": step, "epoch": epoch, "samples": samples_done(),
-                                       "train_s": round(train_s, 3), "wall_s": round(wall(), 3), "train": last_train})
+                if s[-1] > 0:  # float16: every step since the last entry may have been skipped
+                    last_train = _named(s[:-1] / s[-1], channels)
+                    history["log"].append({"step": step, "epoch": epoch, "samples": samples_done(),
+                                           "train_s": round(train_s, 3), "wall_s": round(wall(), 3),
+                                           "train": last_train})
                 run_sums.zero_()
             time_val = time_stop = False
             if timed:  # decided on rank 0's clock, so that every rank takes the same branch
