@@ -104,3 +104,23 @@ def test_feature_count_is_checked(data):
     for model in (IdentityEmbedding().fit(X), PCAEmbedding(4).fit(X)):
         with pytest.raises(ValueError, match=f"X has 3 features, but {type(model).__name__} is expecting 12"):
             model.transform(X[:, :3])
+
+
+@pytest.mark.parametrize("cls, params", [(PCAEmbedding, {}), (ITMLEmbedding, {"n_constraints": 50, "max_iter": 5}),
+                                         (LMNNEmbedding, {"max_iter": 5})])
+def test_baselines_can_skip_centring_like_the_low_rank_transform(data, cls, params):
+    X, y = data
+    uncentred = cls(n_components=None, center=False, **params).fit(X, y)
+    assert np.all(uncentred.mean_ == 0)
+    assert np.any(cls(n_components=None, **params).fit(X, y).mean_ != 0)
+    with pytest.raises(ValueError, match="center must be True or False, got 'no'"):
+        cls(center="no", **params).fit(X, y)
+
+
+def test_lmnn_starts_from_the_identity_not_lda(data):
+    X, y = data  # few classes: metric-learn's "auto" would start from LDA here
+    assert LMNNEmbedding().get_params()["init"] == "identity"
+    model = LMNNEmbedding(n_components=3, max_iter=1).fit(X, y)  # 3 <= 5 classes - 1: "auto" is LDA
+    np.testing.assert_allclose(model.metric_components_, np.eye(3), atol=0.05)
+    lda = LMNNEmbedding(n_components=3, max_iter=1, init="auto").fit(X, y)
+    assert np.abs(lda.metric_components_ - np.eye(3)).max() > 0.1

@@ -110,3 +110,37 @@ def test_save_needs_a_fitted_model_and_a_fingerprint(tmp_path, data):
         save_embedding(_fitted("pca", X, y), tmp_path / "x", "")
     with pytest.raises(ValueError, match="not a nirvis embedding estimator"):
         save_embedding(np.eye(3), tmp_path / "x", FP)
+
+
+def _resaved_with(tmp_path, data, arrays=None, meta_edit=None, raw_bytes=None):
+    """A saved PCA embedding whose arrays (or metadata) were replaced, with the digest made to match."""
+    from nirvis._io import file_digest
+
+    X, y = data
+    npz, js = save_embedding(_fitted("pca", X, y), tmp_path / "m", FP)
+    if raw_bytes is not None:
+        npz.write_bytes(raw_bytes)
+    elif arrays is not None:
+        with open(npz, "wb") as fh:
+            np.savez(fh, **arrays)
+    meta = json.loads(js.read_text())
+    meta["arrays_sha256"] = file_digest(npz)
+    if meta_edit:
+        meta_edit(meta)
+    js.write_text(json.dumps(meta))
+    return tmp_path / "m"
+
+
+def test_arrays_that_are_damaged_non_finite_or_complex_are_refused(tmp_path, data):
+    comps, mean = np.ones((8, 12)), np.zeros(12)
+    with pytest.raises(ValueError, match=r"m.npz: unreadable array file \(BadZipFile"):
+        load_embedding(_resaved_with(tmp_path, data, raw_bytes=b"PK\x03\x04 not a zip"))
+    bad = comps.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"'components' must be finite real floats .* with NaN or inf"):
+        load_embedding(_resaved_with(tmp_path, data, {"components": bad, "mean": mean}))
+    with pytest.raises(ValueError, match=r"'components' must be finite real floats of shape \(8, 12\), got complex128"):
+        load_embedding(_resaved_with(tmp_path, data, {"components": comps + 1j, "mean": mean}))
+    with pytest.raises(ValueError, match=r"'n_components' and 'n_features_in' must be positive integers"):
+        load_embedding(_resaved_with(tmp_path, data, {"components": comps, "mean": mean},
+                                     meta_edit=lambda m: m.update(n_components="8")))

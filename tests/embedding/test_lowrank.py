@@ -225,7 +225,9 @@ def test_components_merge_pca_and_T(subspaces):
 def test_n_components_is_capped():
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((12, 30)), np.repeat(np.arange(3), 4)
-    assert _fit(X, y, n_components=1024, max_iter=2).n_components_ == 12
+    # centred, 12 vectors span 11 dimensions: a 12th axis would have zero variance, its direction arbitrary
+    assert _fit(X, y, n_components=1024, max_iter=2).n_components_ == 11
+    assert _fit(X, y, n_components=1024, max_iter=2, center=False).n_components_ == 12
     assert _fit(X[:, :5], y, n_components=1024, max_iter=2).n_components_ == 5
 
 
@@ -313,3 +315,18 @@ def test_needs_two_classes_and_checks_feature_count():
         model.transform(X[:, :7])
     with pytest.raises(NotFittedError):
         LowRankTransform().transform(X)
+
+
+def test_early_stopping_holds_out_only_people_it_can_score():
+    # Half the people have NIR vectors only; holding one out would neither train nor score it.
+    X, y, nir, _ = union_of_subspaces(1)
+    classes = np.unique(y)
+    nir_only = classes[::2]
+    keep = ~(np.isin(y, nir_only) & ~nir)
+    X, y, nir = X[keep], y[keep], nir[keep]
+    for seed in range(5):
+        model = LowRankTransform(n_components=None, early_stopping=True, max_iter=3, random_state=seed,
+                                 validation_fraction=0.3)
+        train = model._split_people(np.unique(y, return_inverse=True)[1], classes.size, nir)
+        held = set(np.unique(y[~train]).tolist())
+        assert held and not held & set(nir_only.tolist())

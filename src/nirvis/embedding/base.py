@@ -30,17 +30,21 @@ def check_n_features(name: str, n_features: int, expected: int) -> None:
         )
 
 
-def resolve_n_components(name: str, n_components: int | None, n_samples: int, n_features: int) -> int:
-    """Validate ``n_components`` and cap it at ``min(n_samples, n_features)``.
+def resolve_n_components(name: str, n_components: int | None, n_samples: int, n_features: int,
+                         center: bool = False) -> int:
+    """Validate ``n_components`` and cap it at the rank the data can have: ``min(n_samples, n_features)``, or
+    ``min(n_samples - 1, n_features)`` for centred data (the last axis would otherwise be a direction of zero
+    training variance, chosen by LAPACK's rounding).
 
     The paper reduces to 1024 dimensions (Sec. 4); with fewer features or samples the cap applies.
     ``None`` means the cap itself.
     """
+    cap = max(1, min(n_samples - (1 if center else 0), n_features))
     if n_components is None:
-        return min(n_samples, n_features)
+        return cap
     if isinstance(n_components, bool) or not isinstance(n_components, Integral) or n_components < 1:
         raise ValueError(f"{name}: n_components must be a positive int or None, got {n_components!r}")
-    return int(min(n_components, n_samples, n_features))
+    return int(min(n_components, cap))
 
 
 def fit_pca(X: np.ndarray, n_components: int, center: bool = True) -> tuple[np.ndarray, np.ndarray]:

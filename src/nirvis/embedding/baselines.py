@@ -1,7 +1,8 @@
 """Baselines of paper Sec. 4.2 / 5 with the interface of :class:`~nirvis.embedding.LowRankTransform`.
 
 - :class:`IdentityEmbedding` (``"none"``): plain cosine on the input features.
-- :class:`PCAEmbedding` (``"pca"``): PCA only (the first half of the low-rank embedding).
+- :class:`PCAEmbedding` (``"pca"``): PCA only (the first half of the low-rank embedding, with the same
+  ``center`` setting).
 - :class:`ITMLEmbedding` (``"itml"``): PCA, then pairwise metric learning, ITML (Davis et al. 2007)
   from metric-learn.
 - :class:`LMNNEmbedding` (``"lmnn"``): PCA, then triplet metric learning, LMNN (Weinberger & Saul
@@ -33,6 +34,11 @@ def _check_int(name: str, param: str, value, minimum: int = 1, allow_none: bool 
         raise ValueError(f"{name}: {param} must be an int >= {minimum}{extra}, got {value!r}")
 
 
+def _check_bool(name: str, param: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: {param} must be True or False, got {value!r}")
+
+
 def _check_positive(name: str, param: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
         raise ValueError(f"{name}: {param} must be a positive number, got {value!r}")
@@ -62,6 +68,9 @@ class PCAEmbedding(LinearEmbeddingMixin, BaseEstimator):
     ----------
     n_components : int or None, default=1024
         1024 as in the paper (Sec. 4); ``None`` keeps every component.
+    center : bool, default=True
+        Subtract the training mean (``mean_``). ``False``: axes of the uncentred second moment, ``mean_``
+        zero (with every component kept, a rotation: cosine scores are those of the raw features).
 
     Attributes
     ----------
@@ -71,14 +80,16 @@ class PCAEmbedding(LinearEmbeddingMixin, BaseEstimator):
     n_components_ : int
     """
 
-    def __init__(self, n_components: int | None = 1024) -> None:
+    def __init__(self, n_components: int | None = 1024, *, center: bool = True) -> None:
         self.n_components = n_components
+        self.center = center
 
     def fit(self, X, y=None) -> PCAEmbedding:
         """Learn the principal axes of ``X``; ``y`` is ignored."""
         X = check_array(X, dtype=np.float64, ensure_min_samples=2, estimator=self)
-        k = resolve_n_components(type(self).__name__, self.n_components, *X.shape)
-        self.mean_, self.components_ = fit_pca(X, k)
+        _check_bool(type(self).__name__, "center", self.center)
+        k = resolve_n_components(type(self).__name__, self.n_components, *X.shape, center=self.center)
+        self.mean_, self.components_ = fit_pca(X, k, center=self.center)
         self.n_components_ = k
         self.n_features_in_ = X.shape[1]
         return self
@@ -93,13 +104,14 @@ class _MetricLearnEmbedding(LinearEmbeddingMixin, BaseEstimator):
     def _check_params(self) -> None:
         _check_int(type(self).__name__, "n_components", self.n_components, allow_none=True)
         _check_int(type(self).__name__, "max_iter", self.max_iter)
+        _check_bool(type(self).__name__, "center", self.center)
 
     def fit(self, X, y) -> _MetricLearnEmbedding:
         """Learn the PCA, then the metric on the PCA-reduced ``X`` with labels ``y``."""
         self._check_params()
         X, classes, codes = validate_X_y(self, X, y)
-        k = resolve_n_components(type(self).__name__, self.n_components, *X.shape)
-        mean, P = fit_pca(X, k)
+        k = resolve_n_components(type(self).__name__, self.n_components, *X.shape, center=self.center)
+        mean, P = fit_pca(X, k, center=self.center)
         Y = (X - mean) @ P.T
         learner = self._make_learner(np.bincount(codes))
         learner.fit(Y, codes)
@@ -131,9 +143,11 @@ class ITMLEmbedding(_MetricLearnEmbedding):
         ``n_constraints * d^2``.
     tol : float, default=1e-3
     n_constraints : int or None, default=None
-        Similar + dissimilar pairs drawn from the labels; ``None`` is metric-learn's rule,
-        ``20 * n_classes**2``.
+        Pairs of *each* kind drawn from the labels (``n_constraints`` similar and as many dissimilar
+        pairs); ``None`` is metric-learn's rule, ``20 * n_classes**2``.
     prior : str, default="identity"
+    center : bool, default=True
+        Subtract the training mean before the PCA (as :class:`PCAEmbedding`).
     random_state : int or None, default=None
         Seeds the constraint sampling.
 
@@ -144,8 +158,9 @@ class ITMLEmbedding(_MetricLearnEmbedding):
 
     def __init__(self, n_components: int | None = 1024, *, gamma: float = 1.0, max_iter: int = 100,
                  tol: float = 1e-3, n_constraints: int | None = None, prior: str = "identity",
-                 random_state=None) -> None:
+                 center: bool = True, random_state=None) -> None:
         self.n_components = n_components
+        self.center = center
         self.gamma = gamma
         self.max_iter = max_iter
         self.tol = tol
@@ -181,9 +196,14 @@ class LMNNEmbedding(_MetricLearnEmbedding):
     max_iter : int, default=200
         Gradient steps (metric-learn's default is 1000; it also runs at least ``min(50, max_iter)``).
     learn_rate : float, default=1e-7
+        metric-learn's default. It is small for unit-length features: on dlib features of RAP3DF, 50
+        iterations moved ``L`` by under 1% from its start (docs/BENCHMARKS.md).
     regularization : float, default=0.5
-    init : str, default="auto"
-        metric-learn's initialisation of ``L`` ("auto" is the identity when no reduction is asked).
+    init : str, default="identity"
+        metric-learn's initialisation of ``L``. Its ``"auto"`` is *not* the identity: it starts from LDA
+        whenever ``n_components <= n_classes - 1``, so with a small learning rate the row was LDA.
+    center : bool, default=True
+        Subtract the training mean before the PCA (as :class:`PCAEmbedding`).
     random_state : int or None, default=None
 
     Attributes
@@ -193,9 +213,10 @@ class LMNNEmbedding(_MetricLearnEmbedding):
     """
 
     def __init__(self, n_components: int | None = 1024, *, n_neighbors: int = 3, max_iter: int = 200,
-                 learn_rate: float = 1e-7, regularization: float = 0.5, init: str = "auto",
-                 random_state=None) -> None:
+                 learn_rate: float = 1e-7, regularization: float = 0.5, init: str = "identity",
+                 center: bool = True, random_state=None) -> None:
         self.n_components = n_components
+        self.center = center
         self.n_neighbors = n_neighbors
         self.max_iter = max_iter
         self.learn_rate = learn_rate

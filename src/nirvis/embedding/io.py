@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from nirvis._io import atomic_save_npz, atomic_write_json, file_digest, read_json
+from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, atomic_write_json, file_digest, read_json
 from nirvis.embedding.base import apply_linear_map
 from nirvis.errors import ModelMismatchError
 
@@ -216,14 +216,23 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
     if digest != meta["arrays_sha256"]:
         raise ValueError(f"{npz_path} is not the array file {json_path} was saved with (sha256 {digest[:12]}... "
                          f"instead of {meta['arrays_sha256'][:12]}...); save the embedding again")
-    with np.load(npz_path, allow_pickle=False) as z:
-        missing = {"components", "mean"} - set(z.files)
-        if missing:
-            raise ValueError(f"{npz_path}: missing arrays {sorted(missing)}")
-        components, mean = z["components"], z["mean"]
-        history = z["objective_history"] if "objective_history" in z.files else None
-    if components.shape != (meta.get("n_components"), meta.get("n_features_in")):
-        raise ValueError(f"{npz_path}: components have shape {components.shape}, but {json_path} says "
-                         f"({meta.get('n_components')}, {meta.get('n_features_in')})")
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            missing = {"components", "mean"} - set(z.files)
+            if missing:
+                raise ValueError(f"{npz_path}: missing arrays {sorted(missing)}")
+            components, mean = z["components"], z["mean"]
+            history = z["objective_history"] if "objective_history" in z.files else None
+    except NPZ_READ_ERRORS as exc:  # a damaged file that was saved so (its digest matches)
+        raise ValueError(f"{npz_path}: unreadable array file ({type(exc).__name__}: {exc})") from None
+    shape = (meta.get("n_components"), meta.get("n_features_in"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise ValueError(f"{json_path}: 'n_components' and 'n_features_in' must be positive integers, got {shape}")
+    if components.shape != shape:
+        raise ValueError(f"{npz_path}: components have shape {components.shape}, but {json_path} says {shape}")
+    for name, a, want in (("components", components, shape), ("mean", mean, (shape[1],))):
+        if a.dtype.kind != "f" or a.shape != want or not np.isfinite(a).all():
+            raise ValueError(f"{npz_path}: {name!r} must be finite real floats of shape {want}, got {a.dtype} "
+                             f"{a.shape}{'' if a.dtype.kind != 'f' or np.isfinite(a).all() else ' with NaN or inf'}")
     return LinearEmbedding(components, mean, method=meta["method"], embedder_fingerprint=meta["embedder_fingerprint"],
                            params=meta.get("params") or {}, objective_history=history, source=json_path)

@@ -70,10 +70,22 @@ Step rules
 
 Scale
 -----
-``f`` is positively homogeneous: ``f(aT) = a f(T)`` for ``a > 0``, so part of any decrease of ``f``
-can come from shrinking ``T``. The paper drops the constraint ``||T||_2 = 1`` of Qiu & Sapiro,
-never having seen ``T`` collapse; ``normalize=True`` restores it (every iterate is divided by its
-spectral norm). Cosine matching ignores the scale of ``T`` either way.
+``f`` is positively homogeneous: ``f(aT) = a f(T)`` for ``a > 0``, and a subgradient ``G`` at ``T``
+satisfies ``<G, T> = f(T)``, so ``-G`` always holds a radial part that only shrinks ``T``. The paper
+drops the constraint ``||T||_2 = 1`` of Qiu & Sapiro; ``normalize=True`` restores it (every iterate is
+divided by its spectral norm). Cosine matching ignores the scale of ``T`` either way, but without
+``normalize`` ``objective_history_`` is not a measure of progress once the steps mostly shrink ``T``,
+``tol`` then rarely fires, and the diminishing rule's "best" iterate is the smallest one. On 30 classes of
+3-dimensional subspaces in 20 dimensions (a review's test), 80 plain steps took ``f`` from 698 to 5e-14
+with ``||T||_2`` at 1e-16, while ``f(T / ||T||_2)`` fell to 183 after 10 steps and then *rose* to 358.
+
+That example also shows the objective's own limit: where the classes cannot all be made orthogonal (90
+class dimensions in 20), its minimisers collapse ``T``. With ``||T||_2 = 1`` kept (``normalize``), or
+with ``||T||_F`` kept by removing the radial part of each step (tried, not kept), ``T`` had rank 1
+after 40 steps (``f`` 698 -> 71): every face on one line. So the number of steps matters more than the
+step rule, and :meth:`LowRankTransform.fit` offers early stopping on held-out people, which the
+evaluation uses (``nirvis.evaluation.configs``). On RAP3DF the ``||T||_F`` variant scored within
+noise of the plain steps (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -899,9 +911,10 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         validate = None
         train = np.ones(n, dtype=bool)
         if self.early_stopping:
-            train = self._split_people(codes, classes.size)
+            train = self._split_people(codes, classes.size, is_nir)
         Xtr, ctr = X[train], np.unique(codes[train], return_inverse=True)[1]
-        k = resolve_n_components(type(self).__name__, self.n_components, Xtr.shape[0], n_features)
+        k = resolve_n_components(type(self).__name__, self.n_components, Xtr.shape[0], n_features,
+                                 center=bool(self.center))
         mean, P = fit_pca(Xtr, k, center=bool(self.center))
         Ytr = (Xtr - mean) @ P.T
 
@@ -941,16 +954,27 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         self.validation_margins_ = np.asarray(res.val_margin) if validate is not None else None
         return self
 
-    def _split_people(self, codes: np.ndarray, n_classes: int) -> np.ndarray:
-        """Rows of the people kept for learning (the others are held out for validation)."""
+    def _split_people(self, codes: np.ndarray, n_classes: int, is_nir: np.ndarray | None = None) -> np.ndarray:
+        """Rows of the people kept for learning (the others are held out for validation).
+
+        Only people who can be scored are held out: with modalities, those with a NIR and a VIS vector;
+        without, those with two vectors. (Holding out another would waste them: neither learned from nor
+        scored.)
+        """
         n_val = int(math.ceil(self.validation_fraction * n_classes))
         if n_val < 2 or n_classes - n_val < 2:
             raise ValueError(
                 f"LowRankTransform: early_stopping with validation_fraction={self.validation_fraction} "
                 f"holds out {n_val} of {n_classes} people; it needs at least 2 held out and 2 left to learn from"
             )
+        if is_nir is None:
+            usable = np.bincount(codes, minlength=n_classes) >= 2
+        else:
+            usable = (np.bincount(codes[is_nir], minlength=n_classes) > 0) & \
+                     (np.bincount(codes[~is_nir], minlength=n_classes) > 0)
         rng = check_random_state(self.random_state)
-        held = rng.permutation(n_classes)[:n_val]
+        order = rng.permutation(n_classes)  # the same draw as before when everyone is usable
+        held = order[usable[order]][:n_val]
         return ~np.isin(codes, held)
 
     @staticmethod
