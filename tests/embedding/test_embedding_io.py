@@ -137,9 +137,9 @@ def test_arrays_that_are_damaged_non_finite_or_complex_are_refused(tmp_path, dat
         load_embedding(_resaved_with(tmp_path, data, raw_bytes=b"PK\x03\x04 not a zip"))
     bad = comps.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match=r"'components' must be finite real floats .* with NaN or inf"):
+    with pytest.raises(ValueError, match=r"'components' holds NaN or inf"):
         load_embedding(_resaved_with(tmp_path, data, {"components": bad, "mean": mean}))
-    with pytest.raises(ValueError, match=r"'components' must be finite real floats of shape \(8, 12\), got complex128"):
+    with pytest.raises(ValueError, match=r"'components' must be real floats of shape \(8, 12\), got complex128"):
         load_embedding(_resaved_with(tmp_path, data, {"components": comps + 1j, "mean": mean}))
     with pytest.raises(ValueError, match=r"'n_components' and 'n_features_in' must be positive integers"):
         load_embedding(_resaved_with(tmp_path, data, {"components": comps, "mean": mean},

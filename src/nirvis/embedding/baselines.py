@@ -197,7 +197,7 @@ class LMNNEmbedding(_MetricLearnEmbedding):
         Gradient steps (metric-learn's default is 1000; it also runs at least ``min(50, max_iter)``).
     learn_rate : float, default=1e-7
         metric-learn's default. It is small for unit-length features: on dlib features of RAP3DF, 50
-        iterations moved ``L`` by under 1% from its start (docs/BENCHMARKS.md).
+        iterations moved ``L`` by about 4% from the identity (docs/BENCHMARKS.md).
     regularization : float, default=0.5
     init : str, default="identity"
         metric-learn's initialisation of ``L``. Its ``"auto"`` is *not* the identity: it starts from LDA

@@ -231,8 +231,9 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
     if components.shape != shape:
         raise ValueError(f"{npz_path}: components have shape {components.shape}, but {json_path} says {shape}")
     for name, a, want in (("components", components, shape), ("mean", mean, (shape[1],))):
-        if a.dtype.kind != "f" or a.shape != want or not np.isfinite(a).all():
-            raise ValueError(f"{npz_path}: {name!r} must be finite real floats of shape {want}, got {a.dtype} "
-                             f"{a.shape}{'' if a.dtype.kind != 'f' or np.isfinite(a).all() else ' with NaN or inf'}")
+        if a.dtype.kind != "f" or a.shape != want:
+            raise ValueError(f"{npz_path}: {name!r} must be real floats of shape {want}, got {a.dtype} {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{npz_path}: {name!r} holds NaN or inf; the embedding is unusable, fit it again")
     return LinearEmbedding(components, mean, method=meta["method"], embedder_fingerprint=meta["embedder_fingerprint"],
                            params=meta.get("params") or {}, objective_history=history, source=json_path)
