@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,7 +130,7 @@ class Hallucinator:
             raise ValueError(f"Hallucinator: method must be one of {METHODS}, got {method!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"Hallucinator: precision must be one of {PRECISIONS}, got {precision!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
             raise ValueError(f"Hallucinator: batch_size must be an int >= 1, got {batch_size!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"Hallucinator: threads must be >= 1 or None, got {threads}")
@@ -152,7 +153,7 @@ class Hallucinator:
         self.blend = blend
         self.method = method
         self.precision = precision
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.device = dev
         self.threads = threads
         self.nets = accelerate(model.nets, method, precision=precision, direct_precision=precision).to(self.device)
