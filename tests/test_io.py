@@ -95,6 +95,12 @@ def test_atomic_files_follow_the_umask_and_npz_refuses_objects(tmp_path, monkeyp
     monkeypatch.setattr(io, "_UMASK", 0o022)
     dst = atomic_write_json(tmp_path / "r.json", {"v": 1})
     assert dst.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    # a writer that creates the file anew, private (safetensors' save_file does): the mode is set after it
+    import torch
+    from safetensors.torch import save_file
+
+    st = io.atomic_write(tmp_path / "w.safetensors", lambda p: save_file({"w": torch.zeros(2)}, str(p)))
+    assert st.stat().st_mode & 0o777 == 0o644
     with pytest.raises(ValueError, match=r"m\.npz: array 'names' holds Python objects"):
         atomic_save_npz(tmp_path / "m.npz", names=np.array(["a", None], dtype=object))
     assert not list(tmp_path.glob("m.npz*")) and not list(tmp_path.glob(".m.npz*"))

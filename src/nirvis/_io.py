@@ -128,8 +128,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every artefact private
         write(tmp_path)
+        # mkstemp's 0600 would make every artefact private; set after writing, as some writers (safetensors)
+        # create the file anew with 0600 themselves
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, dst)
