@@ -169,6 +169,37 @@ def test_align_refuses_a_bad_channel_and_fails_when_nothing_aligns(tmp_path):
     assert res.exit_code == 1 and "aligned 0 of 1 images; failed 1" in res.output
 
 
+def test_align_never_overwrites_an_input_and_says_when_it_cuts_the_list(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / name)
+    before = (tmp_path / "a.png").read_bytes()
+    res = runner.invoke(app, ["align", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.png")])
+    assert res.exit_code == 2 and "is one of the input images" in " ".join(res.output.split())
+    assert (tmp_path / "a.png").read_bytes() == before
+    res = runner.invoke(app, ["align", str(tmp_path), "-o", str(tmp_path / "out" / "s.png"), "--limit", "2"])
+    assert "note: 3 images found; aligning the first 2 (--limit)" in res.output
+    assert "aligned 0 of 2 images" in res.output
+
+
+def test_the_results_table_never_cuts_a_configuration_name(monkeypatch):
+    import rich.console
+
+    from nirvis.cli import _print_report
+    from nirvis.evaluation.protocols import EvaluationReport
+
+    row = {"rank1_mean": 0.5, "rank1_std": 0.0, "vr_far_1e-2": 0.5, "vr_far_1e-3": float("nan"), "n_probes": 4,
+           "n_failed_alignment": 0, "n_gallery_failed": 0, "n_splits": 1}
+    rep = EvaluationReport("toy", [dict(row, config="saved:a_rather_long_model_name_one"),
+                                   dict(row, config="saved:a_rather_long_model_name_two")],
+                           {"nir_rate": 1.0, "nir_images": 4, "vis_rate": 1.0, "vis_images": 2})
+    console = rich.console.Console(width=80, record=True)  # a pipe or a log: 80 columns
+    monkeypatch.setattr(rich.console, "Console", lambda *a, **k: console)
+    _print_report(rep)
+    text = console.export_text()
+    assert "saved:a_rather_long_model_name_one" in text and "saved:a_rather_long_model_name_two" in text
+    assert "n/a" in text
+
+
 @pytest.mark.data
 def test_align_save_dir_keeps_the_folders_and_bad_outputs_are_messages(small_folder, tmp_path):
     saved = tmp_path / "saved"

@@ -81,9 +81,11 @@ def _print_report(report) -> None:
     from rich.table import Table
 
     t = Table(title=f"protocol: {report.protocol}")
-    for col in ("configuration", "rank-1 (%)", "VR@FAR=1% (%)", "VR@FAR=0.1% (%)", "probes",
-                "not aligned: probes / gallery"):
-        t.add_column(col, justify="right" if col != "configuration" else "left")
+    # The configuration names are shown whole (the other columns wrap instead): cut at 80 columns,
+    # "saved:model_a..." and "saved:model_b..." looked the same.
+    t.add_column("configuration", no_wrap=True, min_width=max(len(r["config"]) for r in report.results))
+    for col in ("rank-1 (%)", "VR@FAR=1% (%)", "VR@FAR=0.1% (%)", "probes", "not aligned: probes / gallery"):
+        t.add_column(col, justify="right")
     n_splits = report.results[0]["n_splits"]
 
     def pct(v: float) -> str:  # NaN: VR@FAR of a split without impostor or genuine pairs
@@ -321,7 +323,7 @@ def align(
 
     from nirvis._io import atomic_write_bytes
     from nirvis.errors import NirvisError
-    from nirvis.faces.align import FaceAligner
+    from nirvis.faces.align import IMAGE_ERRORS, FaceAligner
     from nirvis.faces.sheet import contact_sheet
 
     if channel not in (None, "gray", "red", "green", "blue"):
@@ -336,9 +338,14 @@ def align(
             files.append((p, Path(p.name)))
         else:
             _fail(f"{p}: no such file or folder")
-    files = files[:limit]
     if not files:
         _fail("no images found")
+    if len(files) > limit:
+        typer.echo(f"note: {len(files)} images found; aligning the first {limit} (--limit)", err=True)
+        files = files[:limit]
+    inputs = {f.resolve() for f, _ in files}
+    if output.resolve() in inputs:
+        _fail(f"--output {output}: is one of the input images; the contact sheet would replace it")
     if save_dir is not None:
         names: dict[Path, Path] = {}
         for f, rel in files:
@@ -353,7 +360,7 @@ def align(
     for f, rel in files:
         try:
             face = aligner.align_file(f, channel=channel)
-        except (NirvisError, OSError) as exc:
+        except (NirvisError, *IMAGE_ERRORS) as exc:
             n_fail += 1
             items.append((None, f"{f.name} FAILED"))
             typer.echo(f"warning: {exc}", err=True)

@@ -261,6 +261,18 @@ def test_command_folder_sheet_and_failures(tmp_path: Path) -> None:
     assert s.shape == (18 + 2 * 224, 4 * 224, 3)  # title bar + 2 rows of NIR | CNN | blended | VIS
 
 
+def test_command_sheet_never_replaces_an_input_or_an_output(tmp_path: Path) -> None:
+    model = save_model(tmp_path / "model", known_model())
+    img = tmp_path / "probe.png"
+    cv2.imwrite(str(img), faces(1, size=224)[0])
+    before = img.read_bytes()
+    for sheet, out in ((img, tmp_path / "out.png"), (tmp_path / "same.png", tmp_path / "same.png")):
+        res = CliRunner().invoke(app, ["hallucinate", str(img), "-o", str(out), "--model", str(model), "--aligned",
+                                          "--sheet", str(sheet)])
+        assert res.exit_code != 0 and "is an input image or one of the outputs" in " ".join(res.output.split())
+    assert img.read_bytes() == before and not (tmp_path / "same.png").exists()
+
+
 def test_command_single_file_and_all_failing(tmp_path: Path) -> None:
     model = save_model(tmp_path / "model", known_model(channels=("y",)))
     img = tmp_path / "probe.bmp"

@@ -154,6 +154,8 @@ def hallucinate(
         clash = next((dst for dst in outs if dst.resolve() in sources), None)
         if clash is not None:
             raise ValueError(f"-o {output}: would overwrite the input image {clash}; write elsewhere")
+        if sheet is not None and sheet.resolve() in sources | {dst.resolve() for dst in outs}:
+            raise ValueError(f"--sheet {sheet}: is an input image or one of the outputs; the sheet would replace it")
         if vis is not None and not vis.exists():
             raise ImageError(f"--vis {vis}: no such image file or folder")
         blend = BlendConfig(alpha=alpha, sigma=sigma, reading=reading.value) if alpha > 0 else None
