@@ -272,3 +272,19 @@ def test_a_library_error_on_one_image_is_recorded_and_the_batch_goes_on(tmp_path
     fs = rec.featurize([Sample("p", "vis", p, p.name) for p in paths])
     assert [f.reason for f in fs.failures] == ["dlib: Filter windows must be small enough to fit into the padded image",
                                                f"{paths[1]}: no face found"]
+
+
+def test_a_cached_failure_names_the_file_being_read_not_the_first_copy(tmp_path):
+    blank = np.full((120, 100), 90, np.uint8)
+    first, copy = tmp_path / "a" / "night.png", tmp_path / "b" / "copy.png"
+    for p in (first, copy):
+        p.parent.mkdir()
+        Image.fromarray(blank).save(p)
+    cache = FeatureCache(tmp_path / "cache")
+    rec = Recognizer(CountingEmbedder(), cache=cache)
+    rec.featurize([Sample("p", "vis", first, "a")])
+    again = Recognizer(CountingEmbedder(), cache=cache).featurize([Sample("q", "vis", copy, "b")])  # same bytes
+    reason = again.failures[0].reason
+    assert reason.startswith(f"{copy}: no face found") and str(first) not in reason
+    with pytest.raises(NoFaceError, match="copy.png: no face found"):
+        rec.align_sample(Sample("q", "vis", copy, "b"))

@@ -180,7 +180,7 @@ class Recognizer:
             hit = self.cache.get("align", akey)
             if hit is not None:
                 if str(hit.get("reason", "")):
-                    raise NoFaceError(str(hit["reason"]))
+                    raise NoFaceError(_from_cache(str(hit["reason"]), sample))
                 try:
                     return Face(image=hit["image"], landmarks=hit["landmarks"], anchors=hit["anchors"],
                                 matrix=hit["matrix"], method=str(hit["method"]), score=float(hit["score"]),
@@ -192,7 +192,7 @@ class Recognizer:
             face = self.aligner.align(sample.read(), source=str(sample.path))
         except NoFaceError as exc:
             if akey is not None:
-                self.cache.put("align", akey, reason=np.array(str(exc)))
+                self.cache.put("align", akey, reason=np.array(_to_cache(str(exc), sample)))
             raise
         if akey is not None:
             self.cache.put("align", akey, image=face.image, landmarks=face.landmarks, anchors=face.anchors,
@@ -219,7 +219,7 @@ class Recognizer:
                     akey, fkey = self._keys(s)
                     hit = self.cache.get("feat", fkey)
                     if hit is not None and self._usable_feature(hit):
-                        reason = str(hit["reason"])
+                        reason = _from_cache(str(hit["reason"]), s)
                         results[i] = (None if reason else hit["feature"], str(hit["method"]), reason)
                         continue
                 todo.append((i, self.align_sample(s, akey), fkey))
@@ -228,7 +228,7 @@ class Recognizer:
                 results[i] = (None, "", reason)
                 if fkey is not None and not isinstance(exc, OSError):
                     self.cache.put("feat", fkey, feature=np.zeros(0, np.float32), method=np.array(""),
-                                   reason=np.array(reason))
+                                   reason=np.array(_to_cache(reason, s)))
         if todo and self.nir_transform is not None:
             nir = [k for k, (i, _, _) in enumerate(todo) if samples[i].modality == "nir"]
             if nir:
@@ -297,6 +297,19 @@ class Recognizer:
         if failures:
             log.info("%d of %d samples produced no features", len(failures), len(uniq))
         return FeatureSet(uniq, feats, ok, methods, failures)
+
+
+#: Stands for the image's path in cached failure messages: the cache is keyed by content, so another file
+#: with the same bytes (a copy, or the dataset on another machine) reads the entry, and must see its own path.
+_PATH = "{path}"
+
+
+def _to_cache(reason: str, sample: Sample) -> str:
+    return reason.replace(str(sample.path), _PATH)
+
+
+def _from_cache(reason: str, sample: Sample) -> str:
+    return reason.replace(_PATH, str(sample.path))
 
 
 def _worker_init() -> None:
