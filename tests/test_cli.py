@@ -93,10 +93,20 @@ def test_fit_embedding_then_evaluate_with_it_and_refuse_another_embedder(small_f
     assert "fitted pca on 10 vectors of 3 people" in res.output  # every aligned image, the extra VIS included
     meta = json.loads((tmp_path / "pca.json").read_text())
     assert meta["method"] == "pca" and meta["embedder_fingerprint"].startswith("dlib-resnet128:")
+    assert meta["train_people"] == sorted(p.name for p in small_folder.iterdir())
     out = tmp_path / "res.json"
+    # Fitted on the very people the folder tests: refused (it used to score them, inflated).
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--model", str(model),
+                              "--json", str(out), *cache])
+    assert res.exit_code == 2 and "fitted on 3 people that split" in " ".join(res.output.split())
+    assert not out.exists()
+    # A file saved before the people were recorded is applied, with a note that it cannot be checked.
+    del meta["train_people"]
+    (tmp_path / "pca.json").write_text(json.dumps(meta))
     res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--model", str(model),
                               "--json", str(out), *cache])
     assert res.exit_code == 0, res.output
+    assert "does not record who it was fitted on" in " ".join(res.output.split())
     rows = {r["config"]: r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {"raw", "saved:pca"}
     # A full-rank PCA is a rotation about the mean: same people, same probes, counted the same way.

@@ -140,7 +140,7 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
             _fail(f"--model {path}: another --model is also named {path.name!r}; one row would replace the other "
                   "(rename one of them)")
     for path in models or []:
-        configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint)
+        configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint, splits)
     blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
     fs = _featurize(rec, samples, workers)
     if hallucination is not None:
@@ -195,8 +195,9 @@ def _status(msg: str):
     return Console(stderr=True).status(msg)
 
 
-def _saved_model_config(path: Path, fingerprint: str):
-    """A configuration that applies a saved embedding (refusing features of another embedder)."""
+def _saved_model_config(path: Path, fingerprint: str, splits):
+    """A configuration that applies a saved embedding, refusing features of another embedder and a model
+    fitted on people that a split tests (the scores would be inflated)."""
     from nirvis.embedding import load_embedding
     from nirvis.errors import ModelMismatchError
 
@@ -205,6 +206,18 @@ def _saved_model_config(path: Path, fingerprint: str):
         model.check_fingerprint(fingerprint)
     except (OSError, ValueError, ModelMismatchError) as exc:
         _fail(str(exc))
+    if model.train_people is None:
+        typer.echo(f"note: --model {path}: the file does not record who it was fitted on (saved before nirvis "
+                   "recorded it), so it cannot be checked against the test people", err=True)
+    else:
+        fitted = set(model.train_people)
+        for split in splits:
+            leaked = sorted(fitted & set(split.test_people))
+            if leaked:
+                _fail(f"--model {path}: fitted on {len(leaked)} people that split {split.name} tests (e.g. "
+                      f"{', '.join(leaked[:3])}); its scores would be inflated. Fit it on that split's training "
+                      "people (fit-embedding --split K, for one split) or on other people, or use -e to fit one "
+                      "per split")
 
     class _Fixed:
         def transform(self, X):
@@ -284,7 +297,7 @@ def fit_embedding_cmd(
     except (NirvisError, ValueError) as exc:
         _fail(f"fitting {method.value} failed: {exc}")
     try:
-        npz, js = save_embedding(model, output, embedder_fingerprint=rec.embedder.fingerprint)
+        npz, js = save_embedding(model, output, embedder_fingerprint=rec.embedder.fingerprint, train_people=set(y))
     except OSError as exc:
         _fail(f"--output {output}: cannot write the model ({exc})")
     typer.echo(f"fitted {method.value} on {len(rows)} vectors of {len(set(y))} people "

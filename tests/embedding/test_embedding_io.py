@@ -144,3 +144,14 @@ def test_arrays_that_are_damaged_non_finite_or_complex_are_refused(tmp_path, dat
     with pytest.raises(ValueError, match=r"'n_components' and 'n_features_in' must be positive integers"):
         load_embedding(_resaved_with(tmp_path, data, {"components": comps, "mean": mean},
                                      meta_edit=lambda m: m.update(n_components="8")))
+
+
+def test_the_people_an_embedding_was_fitted_on_are_kept(tmp_path, data):
+    X, y = data
+    save_embedding(_fitted("pca", X, y), tmp_path / "m", FP, train_people=["b", "a", "a"])
+    loaded = load_embedding(tmp_path / "m")
+    assert loaded.train_people == ["a", "b"]
+    save_embedding(loaded, tmp_path / "again", FP)  # a loaded embedding keeps them when saved again
+    assert load_embedding(tmp_path / "again").train_people == ["a", "b"]
+    save_embedding(_fitted("pca", X, y), tmp_path / "unknown", FP)
+    assert load_embedding(tmp_path / "unknown").train_people is None

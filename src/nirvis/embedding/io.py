@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -61,11 +62,13 @@ class LinearEmbedding:
         ``objective_history_`` of a low-rank transform.
     source : Path, optional
         The ``.json`` it was read from.
+    train_people : sequence of str, optional
+        The people it was fitted on, when recorded (``train_people``; ``None`` for older files).
     """
 
     def __init__(self, components: np.ndarray, mean: np.ndarray, *, method: str, embedder_fingerprint: str,
                  params: dict[str, Any] | None = None, objective_history: np.ndarray | None = None,
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, train_people: Sequence[str] | None = None) -> None:
         self.components_ = np.asarray(components, dtype=np.float64)
         self.mean_ = np.asarray(mean, dtype=np.float64)
         if self.components_.ndim != 2 or self.mean_.shape != (self.components_.shape[1],):
@@ -75,6 +78,7 @@ class LinearEmbedding:
         self.method = method
         self.embedder_fingerprint = embedder_fingerprint
         self.params = dict(params or {})
+        self.train_people = None if train_people is None else sorted(str(p) for p in train_people)
         self.objective_history_ = None if objective_history is None else np.asarray(objective_history)
         self.source = source
 
@@ -123,7 +127,8 @@ def _json_safe(value: Any) -> Any:
     return repr(value)  # e.g. a RandomState instance: recorded, not restorable
 
 
-def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: str) -> tuple[Path, Path]:
+def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: str,
+                   train_people: Sequence[str] | None = None) -> tuple[Path, Path]:
     """Save a fitted embedding as ``<stem>.npz`` + ``<stem>.json`` (atomic writes, no pickle).
 
     Parameters
@@ -133,6 +138,9 @@ def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: st
         The stem, or either file name.
     embedder_fingerprint : str
         Fingerprint of the embedder whose features ``model`` was trained on.
+    train_people : sequence of str, optional
+        The people ``model`` was fitted on, so that an evaluation can refuse to test it on them
+        (``nirvis fit-embedding`` records them). A :class:`LinearEmbedding` keeps its own when not given.
 
     Returns
     -------
@@ -177,6 +185,10 @@ def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: st
         "fit": extra,
         "nirvis_version": __version__,
     }
+    if train_people is None and isinstance(model, LinearEmbedding):
+        train_people = model.train_people
+    if train_people is not None:
+        meta["train_people"] = sorted({str(p) for p in train_people})
     atomic_write_json(json_path, meta)
     return npz_path, json_path
 
@@ -235,5 +247,9 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
             raise ValueError(f"{npz_path}: {name!r} must be real floats of shape {want}, got {a.dtype} {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"{npz_path}: {name!r} holds NaN or inf; the embedding is unusable, fit it again")
+    people = meta.get("train_people")
+    if people is not None and not (isinstance(people, list) and all(isinstance(p, str) for p in people)):
+        raise ValueError(f"{json_path}: 'train_people' must be a list of person ids, got {type(people).__name__}")
     return LinearEmbedding(components, mean, method=meta["method"], embedder_fingerprint=meta["embedder_fingerprint"],
-                           params=meta.get("params") or {}, objective_history=history, source=json_path)
+                           params=meta.get("params") or {}, objective_history=history, source=json_path,
+                           train_people=people)
