@@ -142,9 +142,10 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     for path in models or []:
         configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint, splits)
     blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
+    hal_models = _hallucination_models(hallucination, splits) if hallucination is not None else None
     fs = _featurize(rec, samples, workers)
     if hallucination is not None:
-        configs.update(_hallucination_configs(rec, fs, hallucination, blend_cfg, embeddings or []))
+        configs.update(_hallucination_configs(rec, fs, hal_models, blend_cfg, embeddings or []))
     try:
         if len(configs) > 1:
             with _status("fitting and scoring") as st:
@@ -175,13 +176,30 @@ def _blend_config(path: Path, blend: tuple[float, str]):
         _fail(str(exc))
 
 
-def _hallucination_configs(rec, fs, path: Path, cfg, embeddings: list[str]) -> dict:
-    """Rows ``H`` and ``H+<row>`` for each learned embedding (paper Sec. 5.2); ``cfg``: a ``BlendConfig``."""
+def _hallucination_models(path: Path, splits) -> dict:
+    """Every split's hallucination model folder, checked before any image is read."""
+    from nirvis.errors import NirvisError
+    from nirvis.hallucination.evaluate import models_for_splits
+
+    try:
+        return models_for_splits(path, splits)
+    except NirvisError as exc:
+        _fail(f"--hallucination {path}: {exc}")
+
+
+def _hallucination_configs(rec, fs, models: dict, cfg, embeddings: list[str]) -> dict:
+    """Rows ``H`` and ``H+<row>`` for each learned embedding (paper Sec. 5.2); ``models``: split name -> model
+    folder; ``cfg``: a ``BlendConfig``."""
     from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
     from nirvis.evaluation.protocols import SplitConfig
-    from nirvis.hallucination.evaluate import hallucinated_features, model_for_split
+    from nirvis.hallucination.evaluate import hallucinated_features
 
-    feats = hallucinated_features(rec, fs, lambda split: model_for_split(path, split), blend=cfg)
+    def model_of(split):
+        nir = sum(s.modality == "nir" for s in (*split.train, *split.probes))
+        typer.echo(f"hallucinating the {nir} NIR faces of {split.name} with {models[split.name]}", err=True)
+        return models[split.name]
+
+    feats = hallucinated_features(rec, fs, model_of, blend=cfg)
     out = {"H": SplitConfig(feats)}
     for method in embeddings:
         if method != "none":

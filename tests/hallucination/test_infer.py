@@ -307,3 +307,24 @@ def test_command_single_file_and_all_failing(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["hallucinate", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png"),
                                       "--model", str(model)])
     assert res.exit_code == 1 and "missing.png: no such image file or folder" in res.output
+
+
+def test_every_split_model_is_found_and_checked_before_any_work(tmp_path: Path) -> None:
+    from nirvis.datasets.base import Sample, Split
+    from nirvis.errors import NirvisError
+    from nirvis.hallucination.evaluate import LeakError, models_for_splits
+
+    def split(name: str, test: str) -> Split:
+        return Split(name, (), (Sample(test, "vis", Path("g.png"), f"{name}/g"),),
+                     (Sample(test, "nir", Path("p.png"), f"{name}/p"),))
+
+    splits = [split("s0", "t0"), split("s1", "t1")]
+    save_model(tmp_path / "m" / "s0", HallucinationModel(nets=known_model().nets, reference=dict(REFERENCE),
+                                                         meta={"train_people": ["a"], "store_people": ["a"]}))
+    with pytest.raises(NirvisError, match="no hallucination model for split s1"):
+        models_for_splits(tmp_path / "m", splits)
+    save_model(tmp_path / "m" / "s1", HallucinationModel(nets=known_model().nets, reference=dict(REFERENCE),
+                                                         meta={"train_people": ["t0"], "store_people": ["t0"]}))
+    assert models_for_splits(tmp_path / "m", splits[1:]) == {"s1": tmp_path / "m" / "s1"}
+    with pytest.raises(LeakError, match=r"trained on 1 test people of s0"):
+        models_for_splits(tmp_path / "m" / "s1", splits)  # one model for both: it saw s0's test person

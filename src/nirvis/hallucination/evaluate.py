@@ -18,16 +18,18 @@ from nirvis.hallucination.infer import HallucinatedFaces, Hallucinator
 from nirvis.hallucination.io import CONFIG, HallucinationModel, load_model
 from nirvis.pipeline import FeatureSet, Recognizer
 
-__all__ = ["LeakError", "model_for_split", "check_model_people", "hallucinated_features"]
+__all__ = ["LeakError", "model_for_split", "check_model_people", "models_for_splits", "hallucinated_features"]
 
 
 class LeakError(NirvisError, ValueError):
     """A hallucination model was trained on people of the split it would be evaluated on."""
 
 
-def check_model_people(model: HallucinationModel, split: Split, source: str = "model") -> None:
-    """Raise :class:`LeakError` if ``model`` was trained (or validated) on any test person of ``split``."""
-    seen = set(model.meta.get("store_people") or []) | set(model.meta.get("train_people") or [])
+def check_model_people(model: HallucinationModel | dict, split: Split, source: str = "model") -> None:
+    """Raise :class:`LeakError` if ``model`` (or a model's ``config.json`` content) was trained (or validated)
+    on any test person of ``split``."""
+    meta = model.meta if isinstance(model, HallucinationModel) else model
+    seen = set(meta.get("store_people") or []) | set(meta.get("train_people") or [])
     if not seen:
         raise LeakError(f"{source}: records no training people, so it cannot be shown to exclude the test people "
                         f"of {split.name}")
@@ -53,6 +55,28 @@ def model_for_split(path: str | os.PathLike, split: Split) -> Path:
         return path
     raise NirvisError(f"no hallucination model for split {split.name}: neither {per_split}/{CONFIG} nor {path}/{CONFIG} "
                       "exists")
+
+
+def models_for_splits(path: str | os.PathLike, splits: list[Split]) -> dict[str, Path]:
+    """The model folder of every split (:func:`model_for_split`), each checked against its split's test people
+    from its ``config.json`` alone (no weights read): a missing or leaking model is found before any work.
+
+    Raises
+    ------
+    NirvisError, LeakError
+        Naming the split and the folder.
+    """
+    from nirvis._io import read_json
+
+    out = {}
+    for split in splits:
+        folder = model_for_split(path, split)
+        meta = read_json(folder / CONFIG, NirvisError)
+        if not isinstance(meta, dict):
+            raise NirvisError(f"{folder / CONFIG}: not a hallucination model config")
+        check_model_people(meta, split, str(folder))
+        out[split.name] = folder
+    return out
 
 
 def hallucinated_features(rec: Recognizer, base: FeatureSet, model_of: Callable[[Split], str | os.PathLike],
