@@ -256,3 +256,10 @@ def test_unusable_outputs_fail_before_any_work(tmp_path):
     assert res.exit_code == 2 and "is a file, not a folder" in " ".join(res.output.split())
     res = runner.invoke(app, ["mine", "--dataset", "folder", "--data", str(tmp_path / "nowhere"), "-o", str(folder)])
     assert res.exit_code == 1 and "is a folder; give the store's file name" in " ".join(res.output.split())
+
+
+def test_demo_with_a_missing_data_folder_says_so_and_fit_embedding_refuses_a_folder_as_output(tmp_path):
+    res = runner.invoke(app, ["demo", "--data", str(tmp_path / "nowhere")])
+    assert res.exit_code == 1 and "nowhere: no such folder" in " ".join(res.output.split())
+    res = runner.invoke(app, ["fit-embedding", "-o", str(tmp_path), "-d", "folder", "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder; give the model's file stem" in " ".join(res.output.split())

@@ -288,6 +288,9 @@ def fit_embedding_cmd(
 
     from nirvis.embedding.io import embedding_paths
 
+    if output.is_dir():
+        _fail(f"--output {output}: is a folder; give the model's file stem, e.g. {output / 'model'} (writes "
+              f"{output / 'model.npz'} and {output / 'model.json'})")
     _check_output_file(embedding_paths(output)[0], "--output")
     try:
         root = find_data_root(data)
@@ -334,8 +337,9 @@ def demo(
 
     try:
         root = find_data_root(data)
-    except DatasetError:
-        _fail(HOW_TO_GET_DATA, code=1)
+    except DatasetError as exc:
+        # --data given: its own reason (e.g. no such folder); else where the data is looked for
+        _fail(str(exc) if data is not None else HOW_TO_GET_DATA, code=1)
     typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 25 test people) with data from {root}")
     run_evaluation("rap3df", root, None, None, json_out, workers, None, False)
 

@@ -71,3 +71,11 @@ def test_resolve_training_people() -> None:
         check_not_tested(leaky, people, name)
     check_not_tested(leaky, ["p1"], "c")
     check_not_tested(leaky, people, "all")
+
+
+def test_mine_a_folder_without_training_folder_says_what_it_mines(tmp_path: Path) -> None:
+    test = write_folder(tmp_path / "test", ["x1"], seed=9)
+    res = CliRunner().invoke(app, ["mine", "--dataset", "folder", "--data", str(test), "-o", str(tmp_path / "p.h5"),
+                                   "--aligned"])
+    assert res.exit_code == 1
+    assert "a folder dataset mines the people of --train-data" in " ".join(res.output.split())

@@ -107,6 +107,9 @@ def mine(
                               min_s2=min_s2, ecc_iterations=ecc_iterations, ecc_eps=ecc_eps,
                               prune_quantile=prune_quantile, seed=seed, flip=not no_flip)
         root = find_data_root(data)
+        if dataset == "folder" and train_data is None:
+            raise ValueError(f"a folder dataset mines the people of --train-data; --data ({root}) holds the test "
+                             "people, whom mining must not see. Give --train-data TRAIN_FOLDER")
         _, splits, _ = load_protocol(dataset, root, protocol, train_data)
         people, split_name = resolve_training_people(splits, split)
         check_not_tested(splits, people, split_name)
