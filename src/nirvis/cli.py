@@ -92,6 +92,9 @@ def _print_report(report) -> None:
         return "n/a" if math.isnan(v) else f"{100 * v:.1f}"
 
     for r in report.results:
+        if "error" in r:
+            t.add_row(r["config"], "failed (below)", "", "", "", "")
+            continue
         rank1 = pct(r["rank1_mean"]) + (f" ± {pct(r['rank1_std'])}" if n_splits > 1 else "")
         t.add_row(r["config"], rank1, pct(r["vr_far_1e-2"]), pct(r["vr_far_1e-3"]), str(r["n_probes"]),
                   f"{r['n_failed_alignment']} / {r.get('n_gallery_failed', 0)}")
@@ -149,10 +152,10 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     try:
         if len(configs) > 1:
             with _status("fitting and scoring") as st:
-                report = evaluate_splits(name, splits, fs, configs,
+                report = evaluate_splits(name, splits, fs, configs, on_error="record",
                                          progress=lambda m: (st.update(m), typer.echo(m, err=True)))
         else:
-            report = evaluate_splits(name, splits, fs, configs)
+            report = evaluate_splits(name, splits, fs, configs, on_error="record")
     except (NirvisError, ValueError) as exc:
         _fail(str(exc))
     _print_report(report)
@@ -162,6 +165,11 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
         except OSError as exc:
             _fail(f"--json {json_out}: cannot write the results ({exc})")
         typer.echo(f"wrote {json_out}")
+    failed = [r for r in report.results if "error" in r]
+    for r in failed:
+        typer.echo(f"error: {r['error']}", err=True)
+    if failed:  # the other rows stand; the exit status says that not every configuration could be scored
+        raise typer.Exit(1)
 
 
 def _blend_config(path: Path, blend: tuple[float, str]):

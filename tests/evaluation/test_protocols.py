@@ -118,3 +118,25 @@ def test_failed_gallery_images_are_counted_in_the_report() -> None:
 class _Identity:
     def transform(self, X):
         return X
+
+
+def test_a_failing_configuration_can_be_recorded_while_the_others_go_on() -> None:
+    import pytest
+
+    rng = np.random.default_rng(0)
+    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
+    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")),
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis"),
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
+    fs = _features(samples, scramble_nir=False, rng=rng)
+
+    def too_few(X, y, m):
+        raise ValueError("needs at least 6 people")
+
+    configs = {"raw": None, "lowrank": too_few, "pca": lambda X, y, m: _Identity()}
+    with pytest.raises(ValueError, match=r"toy split s0, configuration 'lowrank': needs at least 6 people"):
+        evaluate_splits("toy", [split], fs, configs)
+    rows = {r["config"]: r for r in evaluate_splits("toy", [split], fs, configs, on_error="record").results}
+    assert list(rows) == ["raw", "lowrank", "pca"]
+    assert rows["lowrank"]["error"].endswith("needs at least 6 people") and np.isnan(rows["lowrank"]["rank1_mean"])
+    assert rows["raw"]["rank1_mean"] == rows["pca"]["rank1_mean"] == 1.0 and "error" not in rows["pca"]

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from nirvis.datasets.base import Split
+from nirvis.errors import NirvisError
 from nirvis.evaluation.metrics import evaluate_identification, mean_std
 from nirvis.pipeline import FeatureSet
 
@@ -86,7 +87,7 @@ def _split_features(fs: FeatureSet, split: Split) -> tuple:
 
 def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
                     configs: dict[str, ConfigFactory | SplitConfig] | None = None,
-                    progress: Callable[[str], None] | None = None) -> EvaluationReport:
+                    progress: Callable[[str], None] | None = None, on_error: str = "raise") -> EvaluationReport:
     """Score every configuration on every split.
 
     Parameters
@@ -101,43 +102,69 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
         ``{"raw": None, "LR": fit_function, "H": SplitConfig(...), ...}``; default raw only. A fit function
         gets the split's aligned training samples: features, person labels, modalities. A
         :class:`SplitConfig` brings its own features for each split.
+    on_error
+        ``"raise"``: a configuration that fails (its fit, its transform, or non-finite features) raises
+        ``ValueError`` naming the split and configuration. ``"record"``: its row gets ``"error"`` (that
+        message) and NaN metrics, and the other configurations go on (the command line does this).
     """
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
     configs = configs if configs is not None else {"raw": None}
     results = []
     for name, config in configs.items():
-        per_split = []
-        for split in splits:
-            factory, sfs = config, fs
-            if isinstance(config, SplitConfig):
-                factory, sfs = config.fit, config.features(split)
-            gX, gy, gok, pX, py, pok = _split_features(sfs, split)
-            if not gok.any():
-                raise ValueError(f"{protocol} split {split.name}: the gallery is empty ({len(split.gallery)} VIS "
-                                 "gallery image(s), none aligned); nothing to identify against")
+        try:
+            results.append(_evaluate_config(protocol, splits, fs, name, config, progress))
+        except _ConfigError as exc:
+            if on_error == "raise":
+                raise ValueError(str(exc)) from exc.__cause__
+            nan = float("nan")
+            results.append({"config": name, "error": str(exc), "rank1_mean": nan, "rank1_std": nan,
+                            "vr_far_1e-2": nan, "vr_far_1e-2_std": nan, "vr_far_1e-3": nan, "vr_far_1e-3_std": nan,
+                            "n_probes": 0, "n_failed_alignment": 0, "n_gallery_failed": 0, "n_splits": len(splits),
+                            "splits": []})
+    return EvaluationReport(protocol, results, alignment_summary(fs))
+
+
+class _ConfigError(Exception):
+    """One configuration failed on one split (its message names both)."""
+
+
+def _evaluate_config(protocol: str, splits: Sequence[Split], fs: FeatureSet, name: str,
+                     config: ConfigFactory | SplitConfig, progress: Callable[[str], None] | None) -> dict[str, Any]:
+    """The result row of one configuration over every split."""
+    per_split = []
+    for split in splits:
+        factory, sfs = config, fs
+        if isinstance(config, SplitConfig):
+            factory, sfs = config.fit, config.features(split)
+        gX, gy, gok, pX, py, pok = _split_features(sfs, split)
+        if not gok.any():
+            raise ValueError(f"{protocol} split {split.name}: the gallery is empty ({len(split.gallery)} VIS "
+                             "gallery image(s), none aligned); nothing to identify against")
+        try:
             if factory is not None:
                 tX, tok = sfs.take(split.train)
                 tr_ok = [s for s, o in zip(split.train, tok) if o]
-                model = factory(tX[tok], np.array([s.person for s in tr_ok]), np.array([s.modality for s in tr_ok]))
+                model = factory(tX[tok], np.array([s.person for s in tr_ok]),
+                                np.array([s.modality for s in tr_ok]))
                 gX = np.where(gok[:, None], model.transform(np.nan_to_num(gX)), np.nan)
                 pX = np.where(pok[:, None], model.transform(np.nan_to_num(pX)), np.nan)
-            try:
-                r = evaluate_identification(pX, py, gX, gy, pok, gallery_ok=gok)
-            except ValueError as exc:
-                raise ValueError(f"{protocol} split {split.name}, configuration {name!r}: {exc}") from exc
-            per_split.append({"split": split.name, "rank1": r.rank1, "rank5": r.rank5, "vr_far_1e-2": r.vr_far_1e2,
-                              "vr_far_1e-3": r.vr_far_1e3, "n_probes": r.n_probes, "n_failed": r.n_failed,
-                              "n_gallery": r.n_gallery, "n_gallery_failed": r.n_gallery_failed})
-            if progress:
-                progress(f"{name} {split.name}: rank-1 {100 * r.rank1:.1f}%")
-        r1 = mean_std([p["rank1"] for p in per_split])
-        v2 = mean_std([p["vr_far_1e-2"] for p in per_split])
-        v3 = mean_std([p["vr_far_1e-3"] for p in per_split])
-        results.append({
-            "config": name, "rank1_mean": r1[0], "rank1_std": r1[1],
-            "vr_far_1e-2": v2[0], "vr_far_1e-2_std": v2[1], "vr_far_1e-3": v3[0], "vr_far_1e-3_std": v3[1],
-            "n_probes": int(sum(p["n_probes"] for p in per_split)),
-            "n_failed_alignment": int(sum(p["n_failed"] for p in per_split)),
-            "n_gallery_failed": int(sum(p["n_gallery_failed"] for p in per_split)),
-            "n_splits": len(per_split), "splits": per_split,
-        })
-    return EvaluationReport(protocol, results, alignment_summary(fs))
+            r = evaluate_identification(pX, py, gX, gy, pok, gallery_ok=gok)
+        except (ValueError, NirvisError) as exc:
+            raise _ConfigError(f"{protocol} split {split.name}, configuration {name!r}: {exc}") from exc
+        per_split.append({"split": split.name, "rank1": r.rank1, "rank5": r.rank5, "vr_far_1e-2": r.vr_far_1e2,
+                          "vr_far_1e-3": r.vr_far_1e3, "n_probes": r.n_probes, "n_failed": r.n_failed,
+                          "n_gallery": r.n_gallery, "n_gallery_failed": r.n_gallery_failed})
+        if progress:
+            progress(f"{name} {split.name}: rank-1 {100 * r.rank1:.1f}%")
+    r1 = mean_std([p["rank1"] for p in per_split])
+    v2 = mean_std([p["vr_far_1e-2"] for p in per_split])
+    v3 = mean_std([p["vr_far_1e-3"] for p in per_split])
+    return {
+        "config": name, "rank1_mean": r1[0], "rank1_std": r1[1],
+        "vr_far_1e-2": v2[0], "vr_far_1e-2_std": v2[1], "vr_far_1e-3": v3[0], "vr_far_1e-3_std": v3[1],
+        "n_probes": int(sum(p["n_probes"] for p in per_split)),
+        "n_failed_alignment": int(sum(p["n_failed"] for p in per_split)),
+        "n_gallery_failed": int(sum(p["n_gallery_failed"] for p in per_split)),
+        "n_splits": len(per_split), "splits": per_split,
+    }
