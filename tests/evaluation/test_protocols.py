@@ -80,15 +80,20 @@ def test_fit_embedding_refuses_a_misspelt_parameter() -> None:
         fit_embedding("pca", X, y, n_componets=3)
 
 
+def _two_trained_two_tested(first_vis_only: bool = False) -> tuple[Split, FeatureSet]:
+    """p0, p1 train; p2, p3 are tested (gallery: their VIS images, or only the first); clean features."""
+    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
+    gallery = tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis"
+                    and (not first_vis_only or s.capture_id.endswith("0")))
+    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")), gallery,
+                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
+    return split, _features(samples, scramble_nir=False, rng=np.random.default_rng(0))
+
+
 def test_a_transform_that_gives_nan_names_the_split_and_configuration() -> None:
     import pytest
 
-    rng = np.random.default_rng(0)
-    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
-    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")),
-                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis"),
-                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
-    fs = _features(samples, scramble_nir=False, rng=rng)
+    split, fs = _two_trained_two_tested()
 
     class Broken:
         def transform(self, X):
@@ -101,13 +106,8 @@ def test_a_transform_that_gives_nan_names_the_split_and_configuration() -> None:
 def test_failed_gallery_images_are_counted_in_the_report() -> None:
     import dataclasses
 
-    rng = np.random.default_rng(0)
-    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
-    gal = tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis" and s.capture_id.endswith("0"))
-    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")), gal,
-                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
-    fs = _features(samples, scramble_nir=False, rng=rng)
-    ok = np.array([s is not gal[0] for s in samples])
+    split, fs = _two_trained_two_tested(first_vis_only=True)
+    ok = np.array([s is not split.gallery[0] for s in fs.samples])
     failed = dataclasses.replace(fs, ok=ok, features=np.where(ok[:, None], fs.features, np.nan))
     row = evaluate_splits("toy", [split], failed, {"raw": None, "pca": lambda X, y, m: _Identity()}).results
     for r in row:
@@ -123,12 +123,7 @@ class _Identity:
 def test_a_failing_configuration_can_be_recorded_while_the_others_go_on() -> None:
     import pytest
 
-    rng = np.random.default_rng(0)
-    samples = [_sample(f"p{i}", m, k) for i in range(4) for m in ("nir", "vis") for k in range(2)]
-    split = Split("s0", tuple(s for s in samples if s.person in ("p0", "p1")),
-                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "vis"),
-                  tuple(s for s in samples if s.person in ("p2", "p3") and s.modality == "nir"))
-    fs = _features(samples, scramble_nir=False, rng=rng)
+    split, fs = _two_trained_two_tested()
 
     def too_few(X, y, m):
         raise ValueError("needs at least 6 people")
