@@ -23,7 +23,7 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
     data
         The dataset's folder (for RAP3DF and CASIA also the data folder that holds it).
     protocol
-        RAP3DF: ``"splits"`` (default, 10 random 25/25 splits). CASIA: ``"view2"`` (default, folds 1-10),
+        RAP3DF: ``"splits"`` (default, 10 random 24/24 splits). CASIA: ``"view2"`` (default, folds 1-10),
         ``"view2:K"`` (one fold), ``"view1"``, ``"sixfold"``. Folder: none (only ``None`` is accepted).
     train_data
         RAP3DF and folder: a second folder whose people are all training; ``data``'s people are all test.
@@ -42,7 +42,7 @@ def load_protocol(dataset: str, data: str | Path, protocol: str | None = None,
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if dataset == "rap3df" and protocol not in (None, "splits"):
-        raise ValueError(f"RAP3DF has one protocol, 'splits' (10 random 25/25 person splits), got {protocol!r}")
+        raise ValueError(f"RAP3DF has one protocol, 'splits' (10 random 24/24 person splits), got {protocol!r}")
     if dataset == "folder" and protocol is not None:
         raise ValueError(f"a folder dataset has no protocols (its people are split by the folders), got {protocol!r}")
     if dataset == "casia" and train_data is not None:

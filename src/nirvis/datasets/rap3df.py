@@ -7,11 +7,15 @@
 
 The IR intensity is the red channel of a 24-bit BMP. Each RGB capture and its IR capture were taken at the
 same moment, and are linked through :attr:`Sample.pair_id`.
+
+Some volunteers were recorded under two ids (:data:`LINKED_IDS`). :func:`load_rap3df` gives each such
+volunteer one person id, so that no split trains on a test person and no gallery holds one person twice.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +24,32 @@ from nirvis._io import read_json
 from nirvis.datasets.base import Sample, Split, by_person, people
 from nirvis.errors import DatasetError
 
-__all__ = ["find_rap3df_sets", "load_rap3df", "load_set_2019", "load_set_2017", "rap3df_splits",
-           "rap3df_people_splits", "rap3df_external_split", "N_SPLITS", "N_TRAIN"]
+__all__ = ["find_rap3df_sets", "load_rap3df", "load_set_2019", "load_set_2017", "link_ids", "rap3df_splits",
+           "rap3df_people_splits", "rap3df_external_split", "LINKED_IDS", "N_SPLITS", "N_TRAIN"]
 
 log = logging.getLogger(__name__)
 
-#: Protocol constants: 10 random splits (seeds 0-9) of the 2019 people into 25 training and 25 test people.
+#: Protocol constants: 10 random splits (seeds 0-9) of the 2019 people (48 once :data:`LINKED_IDS` are
+#: merged) into 24 training and 24 test people.
 N_SPLITS = 10
-N_TRAIN = 25
+N_TRAIN = 24
+
+#: Ids of one volunteer, ``(kept id, merged id)``: the merged id's samples get the kept id as their person.
+#:
+#: Evidence (``python benchmarks/rap3df_linked_ids.py --edgeface ../shared/models/edgeface_xs.onnx --sheet``,
+#: docs/BENCHMARKS.md): every pair of the 112 ids was scored by the mean cosine between their RGB captures,
+#: with dlib and with EdgeFace-XS. These five pairs are the top five for EdgeFace-XS (0.38-0.59, where the
+#: 99.9th percentile of all 6,216 pairs is 0.26) and ranks 1, 2, 4, 5, 6 for dlib (0.931-0.961; 99.9th
+#: percentile 0.929), and their captures side by side (both spectra, several poses) show one face. dlib's
+#: third pair (QQD9DD2N67, THIAIY4X6N: EdgeFace 0.21, rank 30) and EdgeFace's sixth (9ZRBSP79OR,
+#: JTOQCQJROW: 0.25, dlib rank 7) were looked at and left apart: different hair and face shape.
+LINKED_IDS: tuple[tuple[str, str], ...] = (
+    ("HO0XR9WJXA", "XNO1H41YON"),  # both 2019; EdgeFace 0.59, dlib 0.961
+    ("29PDXCJR70", "QHLIZZYMRH"),  # both 2019; 0.46, 0.942
+    ("77I4X1NQFM", "ODWWXBA"),     # 2019 / 2017; 0.46, 0.931
+    ("84OH4YQEQO", "V7A1BPX"),     # 2019 / 2017; 0.46, 0.934
+    ("YRFYHWA", "ORM23WA"),        # 2019 / 2017; 0.38, 0.934
+)
 
 _IR_2017 = "k1_box_xy_ir_view.bmp"
 _RGB_2017 = "k1_box_xy.bmp"
@@ -146,10 +168,24 @@ def find_rap3df_sets(root: str | Path) -> dict[str, Path]:
     )
 
 
-def load_rap3df(root: str | Path) -> dict[str, list[Sample]]:
-    """Samples of every RAP3DF set under ``root`` (see :func:`find_rap3df_sets`), keyed by set."""
+def link_ids(sets: dict[str, list[Sample]], linked: tuple[tuple[str, str], ...] = LINKED_IDS
+             ) -> dict[str, list[Sample]]:
+    """The samples with every merged id of ``linked`` replaced by its kept id (``meta["id"]`` keeps the id
+    the dataset gave). Capture ids are unchanged."""
+    kept_of = {merged: kept for kept, merged in linked}
+    return {name: [replace(s, person=kept_of[s.person], meta={**s.meta, "id": s.person}) if s.person in kept_of
+                   else s for s in samples] for name, samples in sets.items()}
+
+
+def load_rap3df(root: str | Path, *, link: bool = True) -> dict[str, list[Sample]]:
+    """Samples of every RAP3DF set under ``root`` (see :func:`find_rap3df_sets`), keyed by set.
+
+    With ``link`` (default) the ids of :data:`LINKED_IDS` are merged (:func:`link_ids`): one volunteer, one
+    person id, whichever set each capture came from.
+    """
     loaders = {"2019": load_set_2019, "2017": load_set_2017}
-    return {name: loaders[name](path) for name, path in find_rap3df_sets(root).items()}
+    sets = {name: loaders[name](path) for name, path in find_rap3df_sets(root).items()}
+    return link_ids(sets) if link else sets
 
 
 def _gallery_and_probes(test: list[Sample]) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
@@ -169,10 +205,11 @@ def _gallery_and_probes(test: list[Sample]) -> tuple[tuple[Sample, ...], tuple[S
 
 
 def rap3df_splits(sets: dict[str, list[Sample]], n_splits: int = N_SPLITS, n_train: int = N_TRAIN) -> list[Split]:
-    """The RAP3DF protocol: 10 random 25/25 splits of the 2019 people; the 2017 set always trains.
+    """The RAP3DF protocol: 10 random 24/24 splits of the 2019 people; the 2017 set always trains.
 
     Split ``k`` permutes the sorted 2019 person ids with ``numpy.random.RandomState(k)``; the first
-    ``n_train`` are training people, the rest are test people.
+    ``n_train`` are training people, the rest are test people. A 2017 capture of a test person (a linked
+    id, :data:`LINKED_IDS`) is used neither for training nor for testing in that split.
     """
     if "2019" not in sets:
         raise DatasetError("RAP3DF protocol needs the 2019 set (rap3df_data_02/database.json)")
@@ -188,7 +225,8 @@ def rap3df_splits(sets: dict[str, list[Sample]], n_splits: int = N_SPLITS, n_tra
         train_ids = [ids[i] for i in perm[:n_train]]
         test_ids = [ids[i] for i in perm[n_train:]]
         gallery, probes = _gallery_and_probes(list(by_person(s19, test_ids)))
-        splits.append(Split(f"rap3df-seed{seed}", tuple(s17) + by_person(s19, train_ids), gallery, probes))
+        train17 = tuple(s for s in s17 if s.person not in set(test_ids))
+        splits.append(Split(f"rap3df-seed{seed}", train17 + by_person(s19, train_ids), gallery, probes))
     return splits
 
 
@@ -217,11 +255,24 @@ def rap3df_people_splits(sets: dict[str, list[Sample]], n_train: int = 40, n_tes
 
 
 def rap3df_external_split(test: dict[str, list[Sample]], train: dict[str, list[Sample]] | None) -> Split:
-    """One fold: every person of ``test`` is tested, every person of ``train`` trains."""
+    """One fold: every person of ``test`` is tested, every person of ``train`` trains.
+
+    The two must not share an id. A training capture whose id is linked to a test person's
+    (:data:`LINKED_IDS`) is left out, with a warning.
+    """
     test_samples = [s for v in test.values() for s in v]
     train_samples = tuple(s for v in (train or {}).values() for s in v)
-    overlap = set(people(test_samples)) & set(people(train_samples))
+
+    def given(s: Sample) -> str:
+        return s.meta.get("id", s.person)
+
+    overlap = {given(s) for s in test_samples} & {given(s) for s in train_samples}
     if overlap:
         raise DatasetError(f"--train-data and --data share {len(overlap)} people, e.g. {sorted(overlap)[:3]}")
+    linked = set(people(test_samples)) & set(people(train_samples))
+    if linked:
+        log.warning("RAP3DF: %d training people are linked ids of test people (%s); their training captures are "
+                    "left out", len(linked), ", ".join(sorted(linked)))
+        train_samples = tuple(s for s in train_samples if s.person not in linked)
     gallery, probes = _gallery_and_probes(test_samples)
     return Split("rap3df-external", train_samples, gallery, probes)
