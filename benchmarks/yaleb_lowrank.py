@@ -175,7 +175,7 @@ def run(
     for method in methods:
         p = default_params(method, n_components, seed, lr_max_iter)
         p.update((params or {}).get(method, {}))
-        model = make_embedding(method, **p)
+        model = make_embedding("lowrank-fixed" if method == "lowrank" else method, **p)  # no modalities here
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # metric-learn's and convergence chatter

@@ -109,8 +109,10 @@ def _print_report(report) -> None:
 
 class EmbeddingName(str, Enum):
     none = "none"
+    ms = "ms"
     pca = "pca"
     lowrank = "lowrank"
+    lowrank_fixed = "lowrank-fixed"
     itml = "itml"
     lmnn = "lmnn"
 
@@ -118,7 +120,8 @@ class EmbeddingName(str, Enum):
 def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_data: Path | None,
                    json_out: Path | None, workers: int, cache_dir: Path | None, no_cache: bool,
                    embeddings: list[str] | None = None, models: list[Path] | None = None,
-                   hallucination: Path | None = None, blend: tuple[float, str] = (0.6, "log")) -> None:
+                   hallucination: Path | None = None, blend: tuple[float, str] = (0.6, "log"),
+                   oracle: bool = False) -> None:
     from nirvis._io import atomic_write_json
     from nirvis.data import find_data_root
     from nirvis.datasets import load_protocol
@@ -146,9 +149,15 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
         configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint, splits)
     blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
     hal_models = _hallucination_models(hallucination, splits) if hallucination is not None else None
+    if oracle and not any(s.pair_id for sp in splits for s in sp.probes):
+        _fail(f"--oracle-vis: the probes of {name} have no VIS frame taken with them (only RAP3DF has)")
     fs = _featurize(rec, samples, workers)
     if hallucination is not None:
         configs.update(_hallucination_configs(rec, fs, hal_models, blend_cfg, embeddings or []))
+    if oracle:
+        from nirvis.evaluation.protocols import SplitConfig, oracle_vis_features
+
+        configs["oracle-VIS"] = SplitConfig(oracle_vis_features(fs))
     try:
         if len(configs) > 1:
             with _status("fitting and scoring") as st:
@@ -246,8 +255,8 @@ def _saved_model_config(path: Path, fingerprint: str, splits):
                       "per split")
 
     class _Fixed:
-        def transform(self, X):
-            return model.transform(X, fingerprint=fingerprint)
+        def transform(self, X, modality=None):
+            return model.transform(X, fingerprint=fingerprint, modality=modality)
 
     return lambda X, y, modality: _Fixed()
 
@@ -259,18 +268,19 @@ def evaluate(
     protocol: Annotated[Optional[str], typer.Option(help="CASIA: view2 | view2:K | view1 | sixfold.")] = None,
     train_data: Annotated[Optional[Path], typer.Option("--train-data", help="Folder whose people are all training; --data's people are all test.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
-    embedding: Annotated[Optional[list[EmbeddingName]], typer.Option("--embedding", "-e", help="Add a learned embedding fitted on each split's training people (repeatable): lowrank (row LR), itml, lmnn, pca, none.")] = None,
+    embedding: Annotated[Optional[list[EmbeddingName]], typer.Option("--embedding", "-e", help="Add a learned embedding fitted on each split's training people (repeatable): lowrank (row LR, settings chosen on held-out training people), ms (row MS: the two modality means removed), lowrank-fixed, itml, lmnn, pca, none.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option("--model", help="Add a saved embedding (from fit-embedding), applied as is (repeatable).")] = None,
     hallucination: Annotated[Optional[Path], typer.Option("--hallucination", help="Add the rows H (and H+LR, ... for each -e): NIR faces hallucinated first. A model folder (from train-hallucination), or a folder holding one per split, named by split (e.g. rap3df-seed0). A model trained on a split's test people is refused.")] = None,
     alpha: Annotated[float, typer.Option(min=0.0, help="Eq. (1) blend weight for --hallucination (paper: 0.6).")] = 0.6,
     reading: Annotated[str, typer.Option(help="Eq. (1) reading for --hallucination: log (Laplacian of Gaussian) or gaussian.")] = "log",
+    oracle_vis: Annotated[bool, typer.Option("--oracle-vis", help="Add the row oracle-VIS: each probe replaced by the VIS frame taken with it (a perfect hallucination; RAP3DF).")] = False,
     workers: WorkersOpt = 1,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Evaluate NIR->VIS identification on a protocol: rank-1, VR@FAR=1% and 0.1%, mean ± std over splits."""
     run_evaluation(dataset.value, data, protocol, train_data, json_out, workers, cache_dir, no_cache,
-                   [e.value for e in embedding or []], model, hallucination, (alpha, reading))
+                   [e.value for e in embedding or []], model, hallucination, (alpha, reading), oracle_vis)
 
 
 @app.command("fit-embedding")
@@ -348,7 +358,7 @@ def demo(
     except DatasetError as exc:
         # --data given: its own reason (e.g. no such folder); else where the data is looked for
         _fail(str(exc) if data is not None else HOW_TO_GET_DATA, code=1)
-    typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 25 test people) with data from {root}")
+    typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 24 test people) with data from {root}")
     run_evaluation("rap3df", root, None, None, json_out, workers, None, False)
 
 

@@ -14,6 +14,8 @@ from nirvis.embedding import (
     ITMLEmbedding,
     LMNNEmbedding,
     LowRankTransform,
+    LowRankTransformCV,
+    ModalityShift,
     PCAEmbedding,
     available_embeddings,
     make_embedding,
@@ -28,9 +30,9 @@ def data():
 
 
 def test_registry_names_and_classes():
-    assert available_embeddings() == ["none", "pca", "lowrank", "itml", "lmnn"]
-    expected = {"none": IdentityEmbedding, "pca": PCAEmbedding, "lowrank": LowRankTransform,
-                "itml": ITMLEmbedding, "lmnn": LMNNEmbedding}
+    assert available_embeddings() == ["none", "ms", "pca", "lowrank", "lowrank-fixed", "itml", "lmnn"]
+    expected = {"none": IdentityEmbedding, "ms": ModalityShift, "pca": PCAEmbedding, "lowrank": LowRankTransformCV,
+                "lowrank-fixed": LowRankTransform, "itml": ITMLEmbedding, "lmnn": LMNNEmbedding}
     for name, cls in expected.items():
         model = make_embedding(name)
         assert type(model) is cls and EMBEDDINGS[name] is cls
@@ -39,7 +41,7 @@ def test_registry_names_and_classes():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown embedding method 'lda'; valid: none, pca, lowrank, itml, lmnn"):
+    with pytest.raises(ValueError, match="unknown embedding method 'lda'; valid: none, ms, pca, lowrank, lowrank-fixed, itml, lmnn"):
         make_embedding("lda")
     with pytest.raises(ValueError, match=r"LMNNEmbedding \('lmnn'\) has no parameter k; valid: .*n_neighbors"):
         make_embedding("lmnn", k=3)
@@ -124,3 +126,20 @@ def test_lmnn_starts_from_the_identity_not_lda(data):
     np.testing.assert_allclose(model.metric_components_, np.eye(3), atol=0.05)
     lda = LMNNEmbedding(n_components=3, max_iter=1, init="auto").fit(X, y)
     assert np.abs(lda.metric_components_ - np.eye(3)).max() > 0.1
+
+
+def test_modality_shift_removes_each_modality_mean():
+    X, y, nir, _ = union_of_subspaces(1, n_classes=5, dim=12, per_spectrum=6, shift=3.0)
+    ms = ModalityShift().fit(X, y, modality=np.where(nir, "nir", "vis"))
+    np.testing.assert_allclose(ms.modality_means_, [X[nir].mean(axis=0), X[~nir].mean(axis=0)])
+    Z = ms.transform(X, modality=nir.astype(int))
+    np.testing.assert_allclose(Z[nir].mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(ms.transform(X[:3], modality="vis"), X[:3] - X[~nir].mean(axis=0))
+    with pytest.raises(ValueError, match="fit needs modality"):
+        ModalityShift().fit(X, y)
+    with pytest.raises(ValueError, match="transform needs each row's modality"):
+        ms.transform(X)
+    with pytest.raises(ValueError, match="got \\['ir'\\]"):
+        ms.transform(X[:2], modality=["nir", "ir"])
+    with pytest.raises(ValueError, match="needs NIR and VIS training vectors, got 12 NIR and 0 VIS"):
+        ModalityShift().fit(X[:12], y[:12], modality=["nir"] * 12)

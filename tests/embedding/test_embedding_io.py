@@ -22,13 +22,28 @@ def data():
     return X, y
 
 
+def _modality(y):
+    """Half of each class NIR (the synthetic data's layout: VIS rows, then NIR rows, per class)."""
+    return np.where((np.arange(len(y)) % 12) >= 6, "nir", "vis")
+
+
 def _fitted(method, X, y):
-    params = {} if method == "none" else {"n_components": 8}
-    if method in ("lowrank", "itml", "lmnn"):
+    params = {} if method in ("none", "ms") else {"n_components": (8, 4) if method == "lowrank" else 8}
+    if method in ("lowrank", "lowrank-fixed", "itml", "lmnn"):
         params["max_iter"] = 10
+    if method == "lowrank":
+        params["validation_fraction"] = 0.4  # 2 of the 5 people held out to choose the settings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return make_embedding(method, **params).fit(X, y)
+        model = make_embedding(method, **params)
+        if method in ("ms", "lowrank"):
+            return model.fit(X, y, modality=_modality(y))
+        return model.fit(X, y)
+
+
+def _transform(model, X, y, **kw):
+    return model.transform(X, modality=_modality(y), **kw) if getattr(model, "modality_means_", None) is not None \
+        else model.transform(X, **kw)
 
 
 @pytest.mark.parametrize("method", available_embeddings())
@@ -41,13 +56,17 @@ def test_round_trip_gives_the_same_map(tmp_path, data, method):
     loaded = load_embedding(tmp_path / "emb")
     assert isinstance(loaded, LinearEmbedding)
     assert loaded.method == method and loaded.embedder_fingerprint == FP
-    np.testing.assert_allclose(loaded.transform(X, fingerprint=FP), model.transform(X), rtol=0, atol=0)
+    np.testing.assert_allclose(_transform(loaded, X, y, fingerprint=FP), _transform(model, X, y), rtol=0, atol=0)
     meta = json.loads(js.read_text())
     assert meta["format"] == "nirvis-embedding" and meta["estimator"] == type(model).__name__
     assert meta["params"] == json.loads(json.dumps(model.get_params()))
     with np.load(npz, allow_pickle=False) as z:  # plain arrays only: reading a pickled object would raise here
         assert {"components", "mean"} <= set(z.files) and all(z[k].dtype.kind in "fiub" for k in z.files)
-    if method == "lowrank":
+    if method == "ms":
+        np.testing.assert_array_equal(loaded.modality_means_, model.modality_means_)
+        with pytest.raises(ValueError, match="transform needs each row's modality"):
+            loaded.transform(X, fingerprint=FP)
+    if method in ("lowrank", "lowrank-fixed"):
         np.testing.assert_array_equal(loaded.objective_history_, model.objective_history_)
         assert meta["fit"]["stop_reason"] == model.stop_reason_
 

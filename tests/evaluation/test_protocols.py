@@ -1,8 +1,10 @@
 """evaluate_splits: plain configurations and configurations whose features depend on the split (``H``)."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nirvis.datasets.base import Sample, Split
 from nirvis.evaluation.protocols import SplitConfig, evaluate_splits
@@ -135,3 +137,51 @@ def test_a_failing_configuration_can_be_recorded_while_the_others_go_on() -> Non
     assert list(rows) == ["raw", "lowrank", "pca"]
     assert rows["lowrank"]["error"].endswith("needs at least 6 people") and np.isnan(rows["lowrank"]["rank1_mean"])
     assert rows["raw"]["rank1_mean"] == rows["pca"]["rank1_mean"] == 1.0 and "error" not in rows["pca"]
+
+
+def _paired_split(n_people: int = 6, offset: float = 0.0):
+    """A split of ``n_people`` with simultaneous NIR/VIS captures (``pair_id``): the NIR features are the VIS
+    ones of the same capture moved by ``offset`` along one shared axis (a spectrum gap), plus noise."""
+    rng = np.random.default_rng(3)
+    d = n_people + 2
+    samples, feats = [], []
+    for i in range(n_people):
+        for k in range(3):
+            vis = Sample(f"p{i}", "vis", Path(f"/n/{i}-{k}v.png"), f"{i}/{k}/vis", pair_id=f"{i}/{k}/nir")
+            nir = Sample(f"p{i}", "nir", Path(f"/n/{i}-{k}n.png"), f"{i}/{k}/nir", pair_id=f"{i}/{k}/vis")
+            v = np.eye(d)[i] + 0.3 * rng.standard_normal(d)
+            samples += [vis, nir]
+            feats += [v, v + offset * np.eye(d)[-1] + 0.3 * rng.standard_normal(d)]
+    fs = FeatureSet(samples, np.array(feats, np.float32), np.ones(len(samples), bool), ["t"] * len(samples))
+    test = {f"p{i}" for i in range(n_people // 2)}
+    train = tuple(s for s in samples if s.person not in test)
+    gallery = tuple(s for s in samples if s.person in test and s.modality == "vis" and s.capture_id.split("/")[1] == "0")
+    probes = tuple(s for s in samples if s.person in test and s.modality == "nir" and s.capture_id.split("/")[1] != "0")
+    return fs, Split("s", train, gallery, probes)
+
+
+def test_oracle_vis_puts_each_probes_vis_frame_in_its_place() -> None:
+    from nirvis.evaluation.protocols import oracle_vis_features
+
+    fs, split = _paired_split(offset=3.0)
+    out = oracle_vis_features(fs)(split)
+    idx = fs.index()
+    for p in split.probes:
+        np.testing.assert_array_equal(out.features[idx[p.capture_id]], fs.features[idx[p.pair_id]])
+    np.testing.assert_array_equal(fs.features[idx[split.probes[0].capture_id]],
+                                  _paired_split(offset=3.0)[0].features[idx[split.probes[0].capture_id]])  # fs kept
+    rows = {r["config"]: r for r in evaluate_splits("toy", [split], fs, {"raw": None, "oracle-VIS": SplitConfig(
+        oracle_vis_features(fs))}).results}
+    assert rows["oracle-VIS"]["rank1_mean"] > rows["raw"]["rank1_mean"]
+    unpaired = Split("u", split.train, split.gallery, (dataclasses.replace(split.probes[0], pair_id=None),))
+    with pytest.raises(ValueError, match="1 probes of u have none"):
+        oracle_vis_features(fs)(unpaired)
+
+
+def test_modality_shift_row_gets_each_rows_modality() -> None:
+    from nirvis.evaluation.configs import embedding_fitter
+
+    fs, split = _paired_split(offset=3.0)  # the gap dominates raw cosine; the two means remove it
+    rows = {r["config"]: r for r in evaluate_splits("toy", [split], fs, {"raw": None, "MS": embedding_fitter("ms")})
+            .results}
+    assert rows["MS"]["rank1_mean"] > rows["raw"]["rank1_mean"]

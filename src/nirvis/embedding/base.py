@@ -19,7 +19,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-__all__ = ["LinearEmbeddingMixin", "apply_linear_map", "check_n_features", "resolve_n_components", "fit_pca", "validate_X_y"]
+__all__ = ["LinearEmbeddingMixin", "apply_linear_map", "check_modality", "check_n_features", "modality_means",
+           "resolve_n_components", "fit_pca", "shift_by_modality", "validate_X_y"]
 
 
 def check_n_features(name: str, n_features: int, expected: int) -> None:
@@ -84,8 +85,47 @@ def apply_linear_map(X, mean: np.ndarray, components: np.ndarray, name: str) -> 
     return ((X - mean.astype(dtype)) @ components.T.astype(dtype)).astype(dtype, copy=False)
 
 
+def check_modality(modality, n: int) -> np.ndarray:
+    """``True`` for NIR, ``False`` for VIS, from strings 'nir'/'vis' or 1/0 (or bools); one per row."""
+    m = np.asarray(modality)
+    if m.ndim == 0 and m.dtype.kind in "US":  # one modality for every row
+        m = np.full(n, m.item())
+    if m.shape != (n,):
+        raise ValueError(f"modality must have one entry per row of X, shape ({n},), got {m.shape}")
+    if m.dtype.kind in "USO":
+        low = np.char.lower(m.astype(str))
+        bad = sorted(set(low[(low != "nir") & (low != "vis")].tolist()))
+        if bad:
+            raise ValueError(f"modality entries must be 'nir' or 'vis' (or 1 / 0), got {bad[:5]}")
+        return low == "nir"
+    if m.dtype.kind in "biuf":
+        bad = sorted(set(m[(m != 0) & (m != 1)].tolist()))
+        if bad:
+            raise ValueError(f"modality entries must be 1 (NIR) or 0 (VIS) (or 'nir' / 'vis'), got {bad[:5]}")
+        return m.astype(bool)
+    raise ValueError(f"modality must hold 'nir'/'vis' strings or 1/0, got dtype {m.dtype}")
+
+
+def modality_means(X: np.ndarray, is_nir: np.ndarray, name: str) -> np.ndarray:
+    """``(2, d)``: the mean NIR row and the mean VIS row of ``X`` (the two-means domain shift)."""
+    if not is_nir.any() or is_nir.all():
+        raise ValueError(f"{name}: removing the modality means needs NIR and VIS training vectors, got "
+                         f"{int(is_nir.sum())} NIR and {int((~is_nir).sum())} VIS")
+    return np.stack([X[is_nir].mean(axis=0), X[~is_nir].mean(axis=0)])
+
+
+def shift_by_modality(X: np.ndarray, modality, means: np.ndarray, name: str) -> np.ndarray:
+    """``X`` with each row's modality mean (``means[0]`` NIR, ``means[1]`` VIS) subtracted."""
+    if modality is None:
+        raise ValueError(f"{name} was fitted with the modality means removed (shift); transform needs each row's "
+                         "modality: transform(X, modality='nir' | 'vis' | one entry per row)")
+    is_nir = check_modality(modality, X.shape[0])
+    return X - np.where(is_nir[:, None], means[0], means[1]).astype(X.dtype)
+
+
 class LinearEmbeddingMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
-    """``transform`` for estimators whose fitted state is ``mean_`` and ``components_``.
+    """``transform`` for estimators whose fitted state is ``mean_`` and ``components_``, and optionally
+    ``modality_means_`` (``(2, n_features)``: NIR, VIS), subtracted from each row by its modality first.
 
     Subclasses implement ``fit`` and set ``mean_``, ``components_`` and ``n_features_in_``.
     """
@@ -94,12 +134,14 @@ class LinearEmbeddingMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
     def _n_features_out(self) -> int:
         return self.components_.shape[0]
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Apply the learned map: ``(X - mean_) @ components_.T``.
+    def transform(self, X: np.ndarray, modality=None) -> np.ndarray:
+        """Apply the learned map: ``(X - modality mean - mean_) @ components_.T``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        modality : {'nir', 'vis'} or array-like of shape (n_samples,), optional
+            Needed (and used) only when the estimator removes the modality means (``modality_means_``).
 
         Returns
         -------
@@ -107,6 +149,11 @@ class LinearEmbeddingMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin):
             float32 when ``X`` is float32, else float64.
         """
         check_is_fitted(self, ("components_", "mean_"))
+        means = getattr(self, "modality_means_", None)
+        if means is not None:
+            X = check_array(X, dtype=[np.float64, np.float32], estimator=type(self).__name__)
+            check_n_features(type(self).__name__, X.shape[1], means.shape[1])
+            X = shift_by_modality(X, modality, means, type(self).__name__)
         return apply_linear_map(X, self.mean_, self.components_, type(self).__name__)
 
     def _more_tags(self) -> dict:

@@ -1,6 +1,8 @@
 """Baselines of paper Sec. 4.2 / 5 with the interface of :class:`~nirvis.embedding.LowRankTransform`.
 
 - :class:`IdentityEmbedding` (``"none"``): plain cosine on the input features.
+- :class:`ModalityShift` (``"ms"``, beyond the paper): the "two means" yardstick: each modality's training
+  mean subtracted, nothing else learned.
 - :class:`PCAEmbedding` (``"pca"``): PCA only (the first half of the low-rank embedding, with the same
   ``center`` setting).
 - :class:`ITMLEmbedding` (``"itml"``): PCA, then pairwise metric learning, ITML (Davis et al. 2007)
@@ -21,9 +23,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array
 
-from nirvis.embedding.base import LinearEmbeddingMixin, fit_pca, resolve_n_components, validate_X_y
+from nirvis.embedding.base import (LinearEmbeddingMixin, check_modality, fit_pca, modality_means,
+                                   resolve_n_components, validate_X_y)
 
-__all__ = ["IdentityEmbedding", "PCAEmbedding", "ITMLEmbedding", "LMNNEmbedding"]
+__all__ = ["IdentityEmbedding", "ModalityShift", "PCAEmbedding", "ITMLEmbedding", "LMNNEmbedding"]
 
 
 def _check_int(name: str, param: str, value, minimum: int = 1, allow_none: bool = False) -> None:
@@ -55,6 +58,36 @@ class IdentityEmbedding(LinearEmbeddingMixin, BaseEstimator):
         """Record ``n_features_in_``; ``y`` is ignored."""
         X = check_array(X, dtype=np.float64, estimator=self)
         d = X.shape[1]
+        self.n_features_in_ = d
+        self.mean_ = np.zeros(d)
+        self.components_ = np.eye(d)
+        return self
+
+
+class ModalityShift(LinearEmbeddingMixin, BaseEstimator):
+    """The two-means domain shift (row ``MS``): ``x - mean of its modality`` over the training vectors.
+
+    The simplest thing a linear map can learn from NIR/VIS pairs of training people: the one offset between
+    the spectra, as seen by the frozen network. It is the yardstick of the low-rank transform
+    (docs/BENCHMARKS.md). ``fit`` needs each row's modality, and so does ``transform``.
+
+    Attributes
+    ----------
+    modality_means_ : ndarray of shape (2, n_features_in_)
+        Mean NIR and mean VIS training vector.
+    components_ : ndarray of shape (n_features_in_, n_features_in_)
+        The identity.
+    mean_ : ndarray of shape (n_features_in_,)
+        Zeros.
+    """
+
+    def fit(self, X, y=None, modality=None) -> ModalityShift:
+        """Learn the two means; ``y`` is ignored, ``modality`` ('nir' / 'vis' per row) is required."""
+        X = check_array(X, dtype=np.float64, estimator=self)
+        if modality is None:
+            raise ValueError("ModalityShift: fit needs modality ('nir' / 'vis' per row)")
+        d = X.shape[1]
+        self.modality_means_ = modality_means(X, check_modality(modality, X.shape[0]), type(self).__name__)
         self.n_features_in_ = d
         self.mean_ = np.zeros(d)
         self.components_ = np.eye(d)

@@ -1,7 +1,7 @@
 """Saving and loading embeddings: an ``.npz`` of arrays plus a ``.json`` of metadata, never pickle.
 
-A saved embedding is the pair ``<stem>.npz`` (``components``, ``mean``, and ``objective_history``
-/ ``validation_scores`` when the model has them) and ``<stem>.json``::
+A saved embedding is the pair ``<stem>.npz`` (``components``, ``mean``, and ``modality_means`` /
+``objective_history`` / ``validation_scores`` when the model has them) and ``<stem>.json``::
 
     {"format": "nirvis-embedding", "format_version": 1, "method": "lowrank",
      "estimator": "LowRankTransform", "params": {...}, "embedder_fingerprint": "dlib-resnet128:3f2a9c01d4",
@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, atomic_write_json, file_digest, read_json
-from nirvis.embedding.base import apply_linear_map
+from nirvis.embedding.base import apply_linear_map, shift_by_modality
 from nirvis.errors import ModelMismatchError
 
 __all__ = ["LinearEmbedding", "save_embedding", "load_embedding", "embedding_paths"]
@@ -64,17 +64,25 @@ class LinearEmbedding:
         The ``.json`` it was read from.
     train_people : sequence of str, optional
         The people it was fitted on, when recorded (``train_people``; ``None`` for older files).
+    modality_means : ndarray of shape (2, n_features), optional
+        The mean NIR and VIS training vectors, subtracted from each row by its modality first (``MS``, and
+        ``LR`` with ``shift``); :meth:`transform` then needs the modality.
     """
 
     def __init__(self, components: np.ndarray, mean: np.ndarray, *, method: str, embedder_fingerprint: str,
                  params: dict[str, Any] | None = None, objective_history: np.ndarray | None = None,
-                 source: Path | None = None, train_people: Sequence[str] | None = None) -> None:
+                 source: Path | None = None, train_people: Sequence[str] | None = None,
+                 modality_means: np.ndarray | None = None) -> None:
         self.components_ = np.asarray(components, dtype=np.float64)
         self.mean_ = np.asarray(mean, dtype=np.float64)
         if self.components_.ndim != 2 or self.mean_.shape != (self.components_.shape[1],):
             raise ValueError(f"LinearEmbedding: components of shape {self.components_.shape} and mean of shape "
                              f"{self.mean_.shape} do not fit together ((k, d) and (d,) expected)")
         self.n_features_in_ = self.components_.shape[1]
+        self.modality_means_ = None if modality_means is None else np.asarray(modality_means, dtype=np.float64)
+        if self.modality_means_ is not None and self.modality_means_.shape != (2, self.n_features_in_):
+            raise ValueError(f"LinearEmbedding: modality_means must have shape (2, {self.n_features_in_}), got "
+                             f"{self.modality_means_.shape}")
         self.method = method
         self.embedder_fingerprint = embedder_fingerprint
         self.params = dict(params or {})
@@ -97,7 +105,7 @@ class LinearEmbedding:
                 "use the matching embedder or train an embedding on these features"
             )
 
-    def transform(self, X, fingerprint: str | None = None) -> np.ndarray:
+    def transform(self, X, fingerprint: str | None = None, modality=None) -> np.ndarray:
         """Apply the map to features ``X`` of shape ``(n, n_features)``.
 
         Parameters
@@ -107,6 +115,8 @@ class LinearEmbedding:
             Fingerprint of the embedder that produced ``X``. When given, it must equal
             :attr:`embedder_fingerprint` (else :class:`~nirvis.errors.ModelMismatchError`).
             Pipelines should always pass it; ``None`` skips the check.
+        modality : {'nir', 'vis'} or array-like of shape (n_samples,), optional
+            Required when the embedding removes modality means (:attr:`modality_means_`).
 
         Returns
         -------
@@ -114,6 +124,11 @@ class LinearEmbedding:
         """
         if fingerprint is not None:
             self.check_fingerprint(fingerprint)
+        if self.modality_means_ is not None:
+            X = np.asarray(X, dtype=np.float32 if np.asarray(X).dtype == np.float32 else np.float64)
+            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+                return apply_linear_map(X, self.mean_, self.components_, "LinearEmbedding")  # its error message
+            X = shift_by_modality(X, modality, self.modality_means_, f"{self.method} embedding")
         return apply_linear_map(X, self.mean_, self.components_, "LinearEmbedding")
 
 
@@ -165,6 +180,8 @@ def save_embedding(model: Any, path: str | os.PathLike, embedder_fingerprint: st
                  if hasattr(model, a)}
     npz_path, json_path = embedding_paths(path)
     arrays = {"components": np.asarray(model.components_), "mean": np.asarray(model.mean_)}
+    if getattr(model, "modality_means_", None) is not None:
+        arrays["modality_means"] = np.asarray(model.modality_means_, dtype=np.float64)
     if history is not None:
         arrays["objective_history"] = np.asarray(history, dtype=np.float64)
     val = getattr(model, "validation_scores_", None)
@@ -235,6 +252,7 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
                 raise ValueError(f"{npz_path}: missing arrays {sorted(missing)}")
             components, mean = z["components"], z["mean"]
             history = z["objective_history"] if "objective_history" in z.files else None
+            shift = z["modality_means"] if "modality_means" in z.files else None
     except NPZ_READ_ERRORS as exc:  # a damaged file that was saved so (its digest matches)
         raise ValueError(f"{npz_path}: unreadable array file ({type(exc).__name__}: {exc})") from None
     shape = (meta.get("n_components"), meta.get("n_features_in"))
@@ -247,9 +265,12 @@ def load_embedding(path: str | os.PathLike) -> LinearEmbedding:
             raise ValueError(f"{npz_path}: {name!r} must be real floats of shape {want}, got {a.dtype} {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"{npz_path}: {name!r} holds NaN or inf; the embedding is unusable, fit it again")
+    if shift is not None and (shift.dtype.kind != "f" or shift.shape != (2, shape[1]) or not np.isfinite(shift).all()):
+        raise ValueError(f"{npz_path}: 'modality_means' must be finite real floats of shape (2, {shape[1]}), got "
+                         f"{shift.dtype} {shift.shape}")
     people = meta.get("train_people")
     if people is not None and not (isinstance(people, list) and all(isinstance(p, str) for p in people)):
         raise ValueError(f"{json_path}: 'train_people' must be a list of person ids, got {type(people).__name__}")
     return LinearEmbedding(components, mean, method=meta["method"], embedder_fingerprint=meta["embedder_fingerprint"],
                            params=meta.get("params") or {}, objective_history=history, source=json_path,
-                           train_people=people)
+                           train_people=people, modality_means=shift)

@@ -103,9 +103,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
-from nirvis.embedding.base import LinearEmbeddingMixin, fit_pca, resolve_n_components, validate_X_y
+from nirvis.embedding.base import (LinearEmbeddingMixin, check_modality, fit_pca, modality_means,
+                                   resolve_n_components, validate_X_y)
 
-__all__ = ["LowRankTransform", "lowrank_objective", "lowrank_subgradient", "retrieval_scores"]
+__all__ = ["LowRankTransform", "LowRankTransformCV", "lowrank_objective", "lowrank_subgradient", "retrieval_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -733,25 +734,6 @@ def _minimize(
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_modality(modality, n: int) -> np.ndarray:
-    """``True`` for NIR, ``False`` for VIS, from strings 'nir'/'vis' or 1/0 (or bools)."""
-    m = np.asarray(modality)
-    if m.shape != (n,):
-        raise ValueError(f"modality must have one entry per row of X, shape ({n},), got {m.shape}")
-    if m.dtype.kind in "USO":
-        low = np.char.lower(m.astype(str))
-        bad = sorted(set(low[(low != "nir") & (low != "vis")].tolist()))
-        if bad:
-            raise ValueError(f"modality entries must be 'nir' or 'vis' (or 1 / 0), got {bad[:5]}")
-        return low == "nir"
-    if m.dtype.kind in "biuf":
-        bad = sorted(set(m[(m != 0) & (m != 1)].tolist()))
-        if bad:
-            raise ValueError(f"modality entries must be 1 (NIR) or 0 (VIS) (or 'nir' / 'vis'), got {bad[:5]}")
-        return m.astype(bool)
-    raise ValueError(f"modality must hold 'nir'/'vis' strings or 1/0, got dtype {m.dtype}")
-
-
 class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
     """Low-rank embedding: PCA, then the learned transform ``T`` of paper Sec. 4, merged in one map.
 
@@ -800,11 +782,18 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         learn what to do with it. On dlib features of RAP3DF, centring cost rank-1 (docs/BENCHMARKS.md).
     random_state : int, RandomState or None, default=None
         Seeds the choice of held-out people (the descent itself is deterministic).
+    shift : bool, default=False
+        Remove the modality means first (beyond the paper): the mean NIR vector of the learning people from
+        every NIR vector, the mean VIS vector from every VIS vector (the "two means" yardstick of
+        docs/BENCHMARKS.md), then the PCA and ``T``. :meth:`fit` and :meth:`transform` then need each row's
+        modality.
 
     Attributes
     ----------
     components_ : ndarray of shape (n_components_, n_features_in_)
         Merged map ``T @ pca_components_``.
+    modality_means_ : ndarray of shape (2, n_features_in_) or None
+        With ``shift``: the mean NIR and the mean VIS vector of the learning people, subtracted first.
     mean_ : ndarray of shape (n_features_in_,)
         Mean of the training vectors, subtracted before the map.
     pca_components_ : ndarray of shape (n_components_, n_features_in_)
@@ -847,6 +836,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         dtype: str = "float64",
         center: bool = True,
         random_state=None,
+        shift: bool = False,
     ) -> None:
         self.n_components = n_components
         self.step = step
@@ -860,6 +850,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         self.dtype = dtype
         self.center = center
         self.random_state = random_state
+        self.shift = shift
 
     def _check_params(self) -> None:
         name = type(self).__name__
@@ -877,7 +868,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
                 raise bad(param, "an int >= 1")
         if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not self.tol >= 0:
             raise bad("tol", "a float >= 0")
-        for param in ("normalize", "early_stopping", "center"):
+        for param in ("normalize", "early_stopping", "center", "shift"):
             if not isinstance(getattr(self, param), (bool, np.bool_)):
                 raise bad(param, "True or False")
         vf = self.validation_fraction
@@ -896,8 +887,9 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         y : array-like of shape (n_samples,)
             Person labels; a person's NIR and VIS vectors share one label.
         modality : array-like of shape (n_samples,), optional
-            ``'nir'`` / ``'vis'`` (or 1 / 0) per row. Used only by the early-stopping criterion
-            (NIR -> VIS rank-1 among held-out people); the objective itself uses ``y`` alone.
+            ``'nir'`` / ``'vis'`` (or 1 / 0) per row. Used by the early-stopping criterion (NIR -> VIS
+            rank-1 among held-out people) and by ``shift`` (required there); the objective itself uses
+            ``y`` alone.
 
         Returns
         -------
@@ -906,12 +898,19 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         self._check_params()
         X, classes, codes = validate_X_y(self, X, y)
         n, n_features = X.shape
-        is_nir = _check_modality(modality, n) if modality is not None else None
+        is_nir = check_modality(modality, n) if modality is not None else None
+        if self.shift and is_nir is None:
+            raise ValueError("LowRankTransform: shift=True removes the modality means; fit needs modality "
+                             "('nir' / 'vis' per row)")
 
         validate = None
         train = np.ones(n, dtype=bool)
         if self.early_stopping:
             train = self._split_people(codes, classes.size, is_nir)
+        shift_means = None
+        if self.shift:
+            shift_means = modality_means(X[train], is_nir[train], type(self).__name__)
+            X = X - np.where(is_nir[:, None], shift_means[0], shift_means[1])
         Xtr, ctr = X[train], np.unique(codes[train], return_inverse=True)[1]
         k = resolve_n_components(type(self).__name__, self.n_components, Xtr.shape[0], n_features,
                                  center=bool(self.center))
@@ -941,6 +940,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
                     else res.history[-1], res.n_iter, res.stop_reason)
 
         self.mean_ = mean
+        self.modality_means_ = shift_means
         self.pca_components_ = P
         self.transform_matrix_ = res.T
         self.components_ = res.T @ P
@@ -998,6 +998,95 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
             return retrieval_scores(Yp @ T.T, cp, Yg @ T.T, cg, exclude_self=exclude_self)
 
         return validate
+
+    def _more_tags(self) -> dict:
+        return {"requires_y": True, "preserves_dtype": [np.float64, np.float32]}
+
+
+class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
+    """The low-rank transform with its hyper-parameters chosen on held-out *training* people.
+
+    Every combination of ``shift`` (remove the modality means first, or not) and ``n_components`` (the PCA
+    dimension) is fitted as a :class:`LowRankTransform` with early stopping, which also chooses the number of
+    steps. All candidates hold out the same people (one ``random_state``); the one with the best held-out
+    NIR -> VIS rank-1 (ties broken by the cosine margin, then by the order of the grid) is kept, fitted as it
+    was. Nothing is chosen by looking at the people an evaluation tests.
+
+    Parameters
+    ----------
+    shift : sequence of bool, default=(False, True)
+    n_components : sequence of int or None, default=(None, 64)
+        PCA dimensions to try (``None``: every dimension).
+    center, step_size, max_iter, n_iter_no_change, validation_fraction, random_state
+        As :class:`LowRankTransform`, for every candidate.
+
+    Attributes
+    ----------
+    best_params_ : dict
+        ``{"shift": ..., "n_components": ...}`` of the chosen candidate.
+    best_estimator_ : LowRankTransform
+    cv_results_ : list of dict
+        Per candidate: its parameters, held-out rank-1 and margin at its best step, and that step.
+    components_, mean_, modality_means_, n_components_, objective_history_, best_iteration_, n_iter_,
+    stop_reason_, validation_scores_, n_features_in_
+        Those of ``best_estimator_``.
+    """
+
+    def __init__(self, shift=(False, True), n_components=(None, 64), *, center: bool = False,
+                 step_size: float = 0.1, max_iter: int = 200, n_iter_no_change: int = 20,
+                 validation_fraction: float = 0.2, random_state=0) -> None:
+        self.shift = shift
+        self.n_components = n_components
+        self.center = center
+        self.step_size = step_size
+        self.max_iter = max_iter
+        self.n_iter_no_change = n_iter_no_change
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _candidates(self) -> list[dict]:
+        name = type(self).__name__
+        shifts, dims = list(np.atleast_1d(np.asarray(self.shift, dtype=object))), list(
+            self.n_components if isinstance(self.n_components, (list, tuple)) else [self.n_components])
+        if not shifts or not dims:
+            raise ValueError(f"{name}: shift and n_components must each name at least one value, got "
+                             f"{self.shift!r} and {self.n_components!r}")
+        for s in shifts:
+            if not isinstance(s, (bool, np.bool_)):
+                raise ValueError(f"{name}: shift must hold True / False, got {s!r}")
+        return [{"shift": bool(s), "n_components": k} for s in shifts for k in dims]
+
+    def fit(self, X, y, modality=None) -> LowRankTransformCV:
+        """Fit every candidate on ``X, y`` (``modality`` required when a candidate shifts) and keep the best."""
+        results, best, best_key = [], None, None
+        for i, cand in enumerate(self._candidates()):
+            if cand["shift"] and modality is None:
+                raise ValueError(f"{type(self).__name__}: the candidate shift=True needs modality in fit "
+                                 "('nir' / 'vis' per row)")
+            est = LowRankTransform(cand["n_components"], shift=cand["shift"], center=self.center,
+                                   step_size=self.step_size, max_iter=self.max_iter,
+                                   n_iter_no_change=self.n_iter_no_change, early_stopping=True,
+                                   validation_fraction=self.validation_fraction, random_state=self.random_state)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                est.fit(X, y, modality=modality)
+            r1 = float(est.validation_scores_[est.best_iteration_])
+            margin = float(est.validation_margins_[est.best_iteration_])
+            results.append({**cand, "n_components_": int(est.n_components_), "val_rank1": r1, "val_margin": margin,
+                            "best_iteration": int(est.best_iteration_)})
+            key = (r1, margin, -i)
+            if best_key is None or key > best_key:
+                best, best_key = est, key
+        self.cv_results_ = results
+        self.best_estimator_ = best
+        self.best_params_ = {"shift": best.shift, "n_components": best.n_components}
+        for attr in ("components_", "mean_", "modality_means_", "n_components_", "objective_history_",
+                     "best_iteration_", "n_iter_", "stop_reason_", "validation_scores_", "validation_margins_",
+                     "n_features_in_"):
+            setattr(self, attr, getattr(best, attr))
+        logger.info("low-rank selection: %s", ", ".join(
+            f"shift={r['shift']} k={r['n_components_']}: {100 * r['val_rank1']:.1f}%" for r in results))
+        return self
 
     def _more_tags(self) -> dict:
         return {"requires_y": True, "preserves_dtype": [np.float64, np.float32]}

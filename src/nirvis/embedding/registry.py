@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from nirvis.embedding.baselines import IdentityEmbedding, ITMLEmbedding, LMNNEmbedding, PCAEmbedding
-from nirvis.embedding.lowrank import LowRankTransform
+from nirvis.embedding.baselines import IdentityEmbedding, ITMLEmbedding, LMNNEmbedding, ModalityShift, PCAEmbedding
+from nirvis.embedding.lowrank import LowRankTransform, LowRankTransformCV
 
 __all__ = ["EMBEDDINGS", "available_embeddings", "make_embedding", "method_name"]
 
-#: method name -> estimator class
+#: method name -> estimator class. ``lowrank`` chooses its hyper-parameters on held-out training people
+#: (:class:`LowRankTransformCV`); ``lowrank-fixed`` is the transform with the settings it is given.
 EMBEDDINGS: dict[str, type] = {
     "none": IdentityEmbedding,
+    "ms": ModalityShift,
     "pca": PCAEmbedding,
-    "lowrank": LowRankTransform,
+    "lowrank": LowRankTransformCV,
+    "lowrank-fixed": LowRankTransform,
     "itml": ITMLEmbedding,
     "lmnn": LMNNEmbedding,
 }
@@ -29,7 +32,7 @@ def make_embedding(method: str, **params: Any):
 
     Parameters
     ----------
-    method : {"none", "pca", "lowrank", "itml", "lmnn"}
+    method : {"none", "ms", "pca", "lowrank", "lowrank-fixed", "itml", "lmnn"}
     **params
         Hyper-parameters of that estimator (e.g. ``n_components``, ``max_iter``).
 
@@ -52,7 +55,7 @@ def make_embedding(method: str, **params: Any):
 
 
 def method_name(model: Any) -> str:
-    """The registry name of an embedding estimator, e.g. ``"lowrank"`` for a LowRankTransform."""
+    """The registry name of an embedding estimator, e.g. ``"lowrank"`` for a LowRankTransformCV."""
     for name, cls in EMBEDDINGS.items():
         if type(model) is cls:
             return name

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from inspect import signature
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,7 +15,8 @@ from nirvis.errors import NirvisError
 from nirvis.evaluation.metrics import evaluate_identification, mean_std
 from nirvis.pipeline import FeatureSet
 
-__all__ = ["Transformer", "SplitConfig", "alignment_summary", "evaluate_splits", "EvaluationReport"]
+__all__ = ["Transformer", "SplitConfig", "alignment_summary", "evaluate_splits", "EvaluationReport",
+           "oracle_vis_features"]
 
 
 class Transformer(Protocol):
@@ -46,6 +48,33 @@ class SplitConfig:
 
     features: Callable[[Split], FeatureSet]
     fit: ConfigFactory = None
+
+
+def oracle_vis_features(fs: FeatureSet) -> Callable[[Split], FeatureSet]:
+    """``features(split)`` for the ``oracle-VIS`` row: every probe is replaced by the VIS frame taken at the same
+    moment (:attr:`Sample.pair_id`), which is what a perfect hallucination would produce. It bounds what ``H``
+    can gain with this network on this data. Needs a simultaneous VIS frame in ``fs`` for every probe (RAP3DF);
+    a probe whose VIS frame failed to align fails likewise.
+
+    Raises
+    ------
+    ValueError
+        When some probe has no simultaneous VIS frame (e.g. CASIA NIR-VIS 2.0), naming one.
+    """
+    idx = fs.index()
+
+    def features(split: Split) -> FeatureSet:
+        missing = [p for p in split.probes if p.pair_id is None or p.pair_id not in idx]
+        if missing:
+            raise ValueError(f"oracle-VIS needs the VIS frame taken with each probe; {len(missing)} probes of "
+                             f"{split.name} have none (e.g. {missing[0].capture_id})")
+        rows = [idx[p.capture_id] for p in split.probes]
+        pairs = [idx[p.pair_id] for p in split.probes]
+        out = replace(fs, features=fs.features.copy(), ok=fs.ok.copy())
+        out.features[rows], out.ok[rows] = fs.features[pairs], fs.ok[pairs]
+        return out
+
+    return features
 
 
 @dataclass
@@ -125,6 +154,13 @@ def evaluate_splits(protocol: str, splits: Sequence[Split], fs: FeatureSet,
     return EvaluationReport(protocol, results, alignment_summary(fs))
 
 
+def _transform(model: Transformer, X: np.ndarray, samples: Sequence) -> np.ndarray:
+    """``model.transform(X)``, with each row's modality when the transform takes it (``MS``, shifted ``LR``)."""
+    if "modality" in signature(model.transform).parameters:
+        return model.transform(X, modality=np.array([s.modality for s in samples]))
+    return model.transform(X)
+
+
 class _ConfigError(Exception):
     """One configuration failed on one split (its message names both)."""
 
@@ -147,8 +183,8 @@ def _evaluate_config(protocol: str, splits: Sequence[Split], fs: FeatureSet, nam
                 tr_ok = [s for s, o in zip(split.train, tok) if o]
                 model = factory(tX[tok], np.array([s.person for s in tr_ok]),
                                 np.array([s.modality for s in tr_ok]))
-                gX = np.where(gok[:, None], model.transform(np.nan_to_num(gX)), np.nan)
-                pX = np.where(pok[:, None], model.transform(np.nan_to_num(pX)), np.nan)
+                gX = np.where(gok[:, None], _transform(model, np.nan_to_num(gX), split.gallery), np.nan)
+                pX = np.where(pok[:, None], _transform(model, np.nan_to_num(pX), split.probes), np.nan)
             r = evaluate_identification(pX, py, gX, gy, pok, gallery_ok=gok)
         except (ValueError, NirvisError) as exc:
             raise _ConfigError(f"{protocol} split {split.name}, configuration {name!r}: {exc}") from exc
