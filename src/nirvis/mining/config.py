@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 __all__ = ["MiningConfig"]
 
 
 #: Registration models, see :class:`MiningConfig`.
 MOTIONS = ("translation+affine", "affine", "translation")
+#: How simultaneous frames are mined, see :class:`MiningConfig`.
+SIMULTANEOUS_MODES = ("geometric", "paper")
+#: Where the photometric statistics are measured, see :class:`MiningConfig`.
+NORM_REGIONS = ("face", "frame")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,21 @@ class MiningConfig:
         Add the horizontal flip of every kept pair at the mirrored location (paper: 600k -> 1.2M).
     seed
         Seed of pruning and of the report's random sheet.
+    simultaneous
+        How a NIR frame and the VIS frame taken at the same moment (``Sample.pair_id``) are mined.
+        ``"geometric"`` (default, beyond the paper): the pair is registered as a whole and every unbroken
+        face window is kept (:mod:`nirvis.mining.registered`); a pair whose registration residual exceeds
+        ``max_residual`` falls back to the paper's tests. ``"paper"``: like every other pair (Sec. 3.1).
+    geometric_stride
+        Step between the windows of a registered pair (denser than ``stride``: no ECC runs there).
+    max_refine
+        Pixels (source) around the landmark estimate of a pair's offset searched by its refinement.
+    max_residual
+        Mean landmark residual (source pixels) above which a simultaneous pair is not trusted as registered.
+    norm_region
+        Pixels whose statistics the photometric normalisation matches (Sec. 3.1): ``"face"`` (default: the
+        template's face ellipse, :func:`nirvis.mining.registered.face_mask`, inside the source image) or
+        ``"frame"`` (all of the source image; backgrounds then weigh as much as faces).
     """
 
     size: int = 224
@@ -79,6 +100,11 @@ class MiningConfig:
     prune_quantile: float = 0.9
     flip: bool = True
     seed: int = 0
+    simultaneous: str = "geometric"
+    geometric_stride: int = 6
+    max_refine: float = 6.0
+    max_residual: float = 4.0
+    norm_region: str = "face"
 
     def __post_init__(self) -> None:
         if not 0 < self.patch <= self.window <= self.size:
@@ -91,16 +117,43 @@ class MiningConfig:
             raise ValueError(f"MiningConfig: stride must be >= 1, got {self.stride}")
         if self.motion not in MOTIONS:
             raise ValueError(f"MiningConfig: motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
+        if self.simultaneous not in SIMULTANEOUS_MODES:
+            raise ValueError(f"MiningConfig: simultaneous must be one of {', '.join(SIMULTANEOUS_MODES)}, "
+                             f"got {self.simultaneous!r}")
+        if self.norm_region not in NORM_REGIONS:
+            raise ValueError(f"MiningConfig: norm_region must be one of {', '.join(NORM_REGIONS)}, "
+                             f"got {self.norm_region!r}")
+        if self.geometric_stride < 1:
+            raise ValueError(f"MiningConfig: geometric_stride must be >= 1, got {self.geometric_stride}")
         if self.ecc_iterations < 1:
             raise ValueError(f"MiningConfig: ecc_iterations must be >= 1, got {self.ecc_iterations}")
         if not 0.0 < self.prune_quantile <= 1.0:
             raise ValueError(f"MiningConfig: prune_quantile must be in (0, 1], got {self.prune_quantile}")
-        for name in ("min_sum", "min_s1", "min_s2", "ecc_eps"):
+        for name in ("min_sum", "min_s1", "min_s2", "ecc_eps", "max_refine", "max_residual"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"MiningConfig: {name} must be a finite number, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MiningConfig:
+        """The settings recorded in a store or manifest (entries starting with ``_`` are ignored); settings
+        added since the store was written keep their old behaviour."""
+        old = {"simultaneous": "paper", "norm_region": "frame"}  # before these settings existed
+        return cls(**{**old, **{k: v for k, v in d.items() if not k.startswith("_")}})
+
+    @property
+    def location_step(self) -> int:
+        """Step of the grid that window locations are counted on (pruning, heatmaps): ``stride``, or with
+        geometric mining the largest step that holds both window grids."""
+        return math.gcd(self.stride, self.geometric_stride) if self.simultaneous == "geometric" else self.stride
+
+    def location_grid(self) -> np.ndarray:
+        """Top-left corners ``(L, 2)`` ``(y, x)`` of every window location a kept pair can have."""
+        from nirvis.mining.windows import window_grid
+
+        return window_grid(self.size, self.window, self.location_step)
 
     def fingerprint(self) -> str:
         """Short hash of the settings, written in the store and checked when a run resumes."""

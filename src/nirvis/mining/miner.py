@@ -28,10 +28,12 @@ import numpy as np
 from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, atomic_write, atomic_write_json, read_image, read_json
 from nirvis.errors import ImageError, NoFaceError
 from nirvis.faces.align import IMAGE_ERRORS, FaceAligner, valid_mask
+from nirvis.faces.types import Face
 from nirvis.faces.normalize import match_mean_std, reference_stats
 from nirvis.mining.config import MiningConfig
 from nirvis.mining.prune import prune_per_location
 from nirvis.mining.register import FAIL_ECC, FAIL_FLAT, FAIL_IMPLAUSIBLE, register_window, warp_window
+from nirvis.mining.registered import REJECT_KINDS, face_mask, mine_registered_pair, register_frames, warp_registered
 from nirvis.mining.score import accept, score_pair
 from nirvis.mining.store import FORMAT, VERSION, PatchStore, StoreError, append_pairs, create_store
 from nirvis.mining.windows import centre_crop, mirror_x, window_grid
@@ -75,6 +77,9 @@ class Reference:
     vis_std: tuple[float, float, float]
     nir_id: str
     vis_id: str
+    #: Where the statistics were measured: ``"face"`` or ``"frame"`` (:attr:`MiningConfig.norm_region`);
+    #: inference normalises over the same region.
+    region: str = "frame"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +87,7 @@ class Reference:
     @classmethod
     def from_dict(cls, d: dict) -> Reference:
         return cls(float(d["nir_mean"]), float(d["nir_std"]), tuple(map(float, d["vis_mean"])),
-                   tuple(map(float, d["vis_std"])), str(d["nir_id"]), str(d["vis_id"]))
+                   tuple(map(float, d["vis_std"])), str(d["nir_id"]), str(d["vis_id"]), str(d.get("region", "frame")))
 
 
 def jobs_from_samples(samples: Iterable, people: Iterable[str] | None = None) -> list[PersonJob]:
@@ -107,6 +112,26 @@ def _aligner() -> FaceAligner:
     return FaceAligner()
 
 
+def _load(ref: ImageRef, modality: str, *, aligned: bool, size: int
+          ) -> tuple[np.ndarray | None, Face | None, np.ndarray, np.ndarray] | None:
+    """Read and align one image: ``(source, face, aligned, valid)``, ``None`` when no face is found (see
+    :func:`load_face`). With ``aligned=True`` there is no source frame nor alignment (``None``)."""
+    channel = ref.channel or "gray" if modality == "nir" else ref.channel
+    img = read_image(ref.path, channel=channel)
+    if modality == "vis" and img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if aligned:
+        if img.shape[:2] != (size, size):
+            raise ImageError(f"{ref.path}: --aligned needs {size}x{size} aligned faces, "
+                             f"got {img.shape[1]}x{img.shape[0]}")
+        return None, None, img, np.ones((size, size), bool)
+    try:
+        face = _aligner().align(img, source=ref.path)
+    except NoFaceError:
+        return None
+    return img, face, face.image, valid_mask(face.matrix, img.shape[:2], size)
+
+
 def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Read and align one image.
 
@@ -117,21 +142,8 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
     warp's fill, whose straight edges would otherwise correlate across spectra). ``None`` when no face is
     found. With ``aligned=True`` the file must already be an aligned ``size x size`` face (all valid).
     """
-    channel = ref.channel or "gray" if modality == "nir" else ref.channel
-    img = read_image(ref.path, channel=channel)
-    if modality == "vis" and img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if aligned:
-        if img.shape[:2] != (size, size):
-            raise ImageError(f"{ref.path}: --aligned needs {size}x{size} aligned faces, "
-                             f"got {img.shape[1]}x{img.shape[0]}")
-        return img, np.ones((size, size), bool)
-    try:
-        face = _aligner().align(img, source=ref.path)
-    except NoFaceError:
-        return None
-    return face.image, valid_mask(face.matrix, img.shape[:2], size)
-
+    loaded = _load(ref, modality, aligned=aligned, size=size)
+    return None if loaded is None else loaded[2:]
 
 
 def try_load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int
@@ -144,9 +156,11 @@ def try_load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int
         return None, str(exc) or type(exc).__name__
 
 
-def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224) -> Reference:
+def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224,
+                     region: str = "face") -> Reference:
     """The photometric reference: the first NIR and the first VIS image (in person, then capture-id
-    order) of the first person with both aligned. Deterministic for a given set of jobs.
+    order) of the first person with both aligned. Deterministic for a given set of jobs. Its statistics
+    are measured over ``region`` (:attr:`MiningConfig.norm_region`).
 
     Raises
     ------
@@ -165,9 +179,11 @@ def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: 
         for r in job.vis:
             vis, _ = try_load_face(r, "vis", aligned=aligned, size=size)
             if vis is not None:
-                (nm,), (ns,) = reference_stats(*nir)
-                vm, vs = reference_stats(*vis)
-                return Reference(float(nm), float(ns), tuple(map(float, vm)), tuple(map(float, vs)), nir_ref.id, r.id)
+                cfg = MiningConfig(size=size, norm_region=region)
+                (nm,), (ns,) = reference_stats(nir[0], _norm_mask(nir[1], cfg))
+                vm, vs = reference_stats(vis[0], _norm_mask(vis[1], cfg))
+                return Reference(float(nm), float(ns), tuple(map(float, vm)), tuple(map(float, vs)), nir_ref.id, r.id,
+                                 region)
     raise ImageError(f"no person among {len(jobs)} has both an aligned NIR and an aligned VIS image; "
                      "cannot choose the photometric reference")
 
@@ -178,7 +194,8 @@ def _empty_result(patch: int) -> dict[str, np.ndarray]:
             "nir_id": np.zeros((0,), "<U1"), "vis_id": np.zeros((0,), "<U1"),
             "loc": np.zeros((0, 2), np.int16), "loc_index": np.zeros((0,), np.int16),
             "s1": np.zeros((0,), np.float32), "s2": np.zeros((0,), np.float32),
-            "scored_s1": np.zeros((0,), np.float16), "scored_s2": np.zeros((0,), np.float16)}
+            "scored_s1": np.zeros((0,), np.float16), "scored_s2": np.zeros((0,), np.float16),
+            "mode": np.zeros((0,), np.uint8)}
 
 
 def mine_pair(nir: np.ndarray, ycrcb: np.ndarray, config: MiningConfig, valid: np.ndarray | None = None
@@ -197,17 +214,19 @@ def mine_pair(nir: np.ndarray, ycrcb: np.ndarray, config: MiningConfig, valid: n
 
     Returns
     -------
-    kept rows (lists, by window location in row-major order) and counters ``windows``, ``flat``,
-    ``ecc_error``, ``implausible``, ``registered``, ``kept``. ``scored_s1``/``scored_s2`` hold the
-    scores of every registered window.
+    kept rows (lists, by window location in row-major order; ``loc_index`` indexes
+    :meth:`MiningConfig.location_grid`) and counters ``windows``, ``flat``, ``ecc_error``,
+    ``implausible``, ``registered``, ``kept``. ``scored_s1``/``scored_s2`` hold the scores of every
+    registered window.
     """
     grid = window_grid(config.size, config.window, config.stride)
+    fine = {tuple(c): i for i, c in enumerate(config.location_grid().tolist())}
     w, p = config.window, config.patch
     nir_f = nir.astype(np.float32)
     ycc_f = ycrcb.astype(np.float32)
     rows: dict[str, list] = {k: [] for k in ("nir", "ycc", "loc_index", "s1", "s2", "scored_s1", "scored_s2")}
     counts = {"windows": 0, "outside": 0, FAIL_FLAT: 0, FAIL_ECC: 0, FAIL_IMPLAUSIBLE: 0, "registered": 0, "kept": 0}
-    for li, (y0, x0) in enumerate(grid):
+    for y0, x0 in grid.tolist():
         counts["windows"] += 1
         if valid is not None and not valid[y0:y0 + w, x0:x0 + w].all():
             counts["outside"] += 1
@@ -229,10 +248,33 @@ def mine_pair(nir: np.ndarray, ycrcb: np.ndarray, config: MiningConfig, valid: n
         reg = centre_crop(warp_window(cw, warp), p)
         rows["nir"].append(centre_crop(nir[y0:y0 + w, x0:x0 + w], p))
         rows["ycc"].append(np.clip(np.rint(reg), 0, 255).astype(np.uint8))
-        rows["loc_index"].append(li)
+        rows["loc_index"].append(fine[(y0, x0)])
         rows["s1"].append(s1)
         rows["s2"].append(s2)
     return rows, counts
+
+
+@dataclass
+class _Image:
+    """One loaded image of a person: id, source array, its own alignment, and the aligned face with its
+    valid mask (see :func:`load_face`)."""
+
+    id: str
+    source: np.ndarray | None
+    face: Face | None
+    aligned: np.ndarray
+    valid: np.ndarray
+
+
+def _norm_mask(valid: np.ndarray, config: MiningConfig) -> np.ndarray:
+    """The pixels whose statistics the photometric normalisation matches (:attr:`MiningConfig.norm_region`)."""
+    return valid & face_mask(config.size) if config.norm_region == "face" else valid
+
+
+#: Counters of one person's stats, summed over people in the summary.
+_COUNTERS = ("windows", "outside", FAIL_FLAT, FAIL_ECC, FAIL_IMPLAUSIBLE, "registered", "kept", "same_capture_pairs",
+             "same_capture_windows", "same_capture_kept", "geometric_pairs", "geometric_windows", "geometric_kept",
+             "geometric_fallback_pairs", *(f"geometric_{k}" for k in REJECT_KINDS))
 
 
 def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, aligned: bool = False
@@ -240,74 +282,114 @@ def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, a
     """Mine every (NIR, VIS) image pair of one person.
 
     Each image is aligned once, normalised to the ``reference`` (paper Sec. 3.1), and every NIR image is
-    paired with every VIS image. Images with no face (``not_aligned``) and images that cannot be used
+    paired with every VIS image. A NIR frame and the VIS frame taken with it are mined in the geometric
+    mode when ``config.simultaneous == "geometric"`` (:mod:`nirvis.mining.registered`); every other pair
+    by the paper's tests. Images with no face (``not_aligned``) and images that cannot be used
     (``unreadable``: missing, corrupt, 16-bit, ...; with the reason) are recorded in the stats and skipped.
-    Rows are ordered by NIR capture id, then VIS capture id, then window location.
+    Rows are ordered by NIR capture id, then VIS capture id, then window location; ``mode`` is 1 for the
+    rows of geometric pairs, 0 for the others.
 
     Returns
     -------
     arrays (see :func:`_empty_result` for the keys) and a JSON-able stats dict.
     """
     size = config.size
-    nirs, viss, failed, unreadable = [], [], [], []
-
-    def load(r: ImageRef, modality: str):
-        f, reason = try_load_face(r, modality, aligned=aligned, size=size)
-        if reason is not None:
-            unreadable.append({"id": r.id, "reason": reason})
-        elif f is None:
-            failed.append(r.id)
-        return f
-
-    for r in job.nir:
-        f = load(r, "nir")
-        if f is not None:
-            nirs.append((r.id, match_mean_std(f[0], reference.nir_mean, reference.nir_std, mask=f[1]), f[1]))
+    images: dict[str, list[_Image]] = {"nir": [], "vis": []}
+    failed, unreadable = [], []
+    for modality, refs in (("nir", job.nir), ("vis", job.vis)):
+        for r in refs:
+            try:
+                loaded = _load(r, modality, aligned=aligned, size=size)
+            except IMAGE_ERRORS as exc:
+                unreadable.append({"id": r.id, "reason": str(exc) or type(exc).__name__})
+                continue
+            if loaded is None:
+                failed.append(r.id)
+                continue
+            src, face, img, valid = loaded
+            mask = _norm_mask(valid, config)
+            if modality == "nir":
+                img = match_mean_std(img, reference.nir_mean, reference.nir_std, mask=mask)
+            else:
+                img = cv2.cvtColor(match_mean_std(img, np.array(reference.vis_mean), np.array(reference.vis_std),
+                                                  mask=mask), cv2.COLOR_RGB2YCrCb)
+            images[modality].append(_Image(r.id, src, face, img, valid))
     pair_of = {r.id: r.pair_id for r in job.nir}
-    for r in job.vis:
-        f = load(r, "vis")
-        if f is not None:
-            rgb = match_mean_std(f[0], np.array(reference.vis_mean), np.array(reference.vis_std), mask=f[1])
-            viss.append((r.id, cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb), f[1]))
-    grid = window_grid(size, config.window, config.stride)
+    grid = config.location_grid()
     out = _empty_result(config.patch)
     acc: dict[str, list] = {k: [] for k in out}
-    totals = {"windows": 0, "outside": 0, FAIL_FLAT: 0, FAIL_ECC: 0, FAIL_IMPLAUSIBLE: 0, "registered": 0, "kept": 0,
-              "same_capture_pairs": 0, "same_capture_windows": 0, "same_capture_kept": 0}
-    for nid, nimg, nvalid in nirs:
-        for vid, ycc, vvalid in viss:
-            rows, counts = mine_pair(nimg, ycc, config, valid=nvalid & vvalid)
-            for k, v in counts.items():
-                totals[k] += v
-            if pair_of.get(nid) is not None and pair_of[nid] == vid:  # simultaneous frames (RAP3DF)
+    totals = {k: 0 for k in _COUNTERS}
+    registrations = []
+    for n in images["nir"]:
+        for v in images["vis"]:
+            simultaneous = pair_of.get(n.id) is not None and pair_of[n.id] == v.id
+            mode = 0
+            if simultaneous and config.simultaneous == "geometric" and n.face is not None and v.face is not None:
+                rows, counts, reg = _mine_geometric(n, v, config, reference)
+                registrations.append({"nir_id": n.id, "vis_id": v.id, "offset": [round(c, 3) for c in reg.offset],
+                                      "landmark_offset": [round(c, 3) for c in reg.landmark_offset],
+                                      "refined": reg.refined, "residual": round(reg.residual, 3)})
+                if rows is not None:
+                    mode = 1
+                    totals["geometric_pairs"] += 1
+                    totals["geometric_windows"] += counts["windows"]
+                    totals["geometric_kept"] += counts["kept"]
+                    for k in REJECT_KINDS:
+                        totals[f"geometric_{k}"] += counts[k]
+                else:
+                    totals["geometric_fallback_pairs"] += 1
+            if mode == 0:
+                rows, counts = mine_pair(n.aligned, v.aligned, config, valid=n.valid & v.valid)
+                for k in ("outside", FAIL_FLAT, FAIL_ECC, FAIL_IMPLAUSIBLE, "registered"):
+                    totals[k] += counts[k]
+            totals["windows"] += counts["windows"]
+            totals["kept"] += counts["kept"]
+            if simultaneous:  # simultaneous frames (RAP3DF)
                 totals["same_capture_pairs"] += 1
                 totals["same_capture_windows"] += counts["windows"]
                 totals["same_capture_kept"] += counts["kept"]
             acc["scored_s1"].append(np.asarray(rows["scored_s1"], np.float16))
             acc["scored_s2"].append(np.asarray(rows["scored_s2"], np.float16))
-            n = len(rows["nir"])
-            if n == 0:
+            k = len(rows["nir"])
+            if k == 0:
                 continue
             ycc_p = np.stack(rows["ycc"])
             acc["nir"].append(np.stack(rows["nir"]))
             acc["y"].append(ycc_p[..., 0])
             acc["cr"].append(ycc_p[..., 1])
             acc["cb"].append(ycc_p[..., 2])
-            acc["nir_id"].append(np.array([nid] * n))
-            acc["vis_id"].append(np.array([vid] * n))
+            acc["nir_id"].append(np.array([n.id] * k))
+            acc["vis_id"].append(np.array([v.id] * k))
             li = np.asarray(rows["loc_index"], np.int16)
             acc["loc_index"].append(li)
             acc["loc"].append(grid[li].astype(np.int16))
             acc["s1"].append(np.asarray(rows["s1"], np.float32))
             acc["s2"].append(np.asarray(rows["s2"], np.float32))
-    for k, parts in acc.items():
+            acc["mode"].append(np.full(k, mode, np.uint8))
+    for key, parts in acc.items():
         if parts:
             cat = np.concatenate(parts)
-            out[k] = cat if k in ("nir_id", "vis_id") else cat.astype(out[k].dtype)
+            out[key] = cat if key in ("nir_id", "vis_id") else cat.astype(out[key].dtype)
     stats = {"person": job.person, "nir_images": len(job.nir), "vis_images": len(job.vis),
-             "nir_aligned": len(nirs), "vis_aligned": len(viss), "not_aligned": failed, "unreadable": unreadable,
-             "image_pairs": len(nirs) * len(viss), **totals}
+             "nir_aligned": len(images["nir"]), "vis_aligned": len(images["vis"]), "not_aligned": failed,
+             "unreadable": unreadable, "image_pairs": len(images["nir"]) * len(images["vis"]), **totals,
+             "registrations": registrations}
     return out, stats
+
+
+def _mine_geometric(n: _Image, v: _Image, config: MiningConfig, reference: Reference):
+    """Register a simultaneous pair and mine it geometrically; ``(None, None, registration)`` when its residual
+    is above ``config.max_residual`` (the pair then goes through the paper's tests)."""
+    vis_gray = cv2.cvtColor(v.source, cv2.COLOR_RGB2GRAY)
+    reg = register_frames(n.source, vis_gray, n.face, v.face, config)
+    if reg.residual > config.max_residual:
+        return None, None, reg
+    faces = warp_registered(n.source, v.source, v.face.matrix, reg.offset, config.size)
+    mask = _norm_mask(faces.valid, config)
+    nir = match_mean_std(faces.nir, reference.nir_mean, reference.nir_std, mask=mask)
+    rgb = match_mean_std(faces.rgb, np.array(reference.vis_mean), np.array(reference.vis_std), mask=mask)
+    rows, counts = mine_registered_pair(nir, cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb), faces, config)
+    return rows, counts, reg
 
 
 def parts_dir_for(output: str | os.PathLike) -> Path:
@@ -514,7 +596,7 @@ def _parts_manifest(parts: Path, jobs: Sequence[PersonJob], config: MiningConfig
                 "shared": shared, **({} if shared else {"people": people, "meta": meta})}
     keys = ("fingerprint", "aligned", "shared") + (() if shared else ("people",))
     if not manifest_path.is_file():
-        reference = choose_reference(jobs, aligned=aligned, size=config.size)
+        reference = choose_reference(jobs, aligned=aligned, size=config.size, region=config.norm_region)
         atomic_write_json(manifest_path, {**manifest, "reference": reference.to_dict()})
         return reference
     old = read_json(manifest_path, StoreError)
@@ -542,7 +624,7 @@ def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: Minin
     order; each kept pair is followed by its horizontal flip at the mirrored location.
     """
     people = [j.person for j in jobs]
-    n_loc = len(window_grid(config.size, config.window, config.stride))
+    n_loc = len(config.location_grid())
     locs, stats_all, id_len = [], [], 1
     for j in jobs:
         # The patches are read in write() below, one person at a time; here only what pruning needs.
@@ -574,6 +656,7 @@ def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: Minin
                 if m == 0:
                     continue
                 rows = {f: arrays[f][k] for f in ("nir", "y", "cb", "cr", "loc", "s1", "s2")}
+                rows["mode"] = arrays["mode"][k] if "mode" in arrays else np.zeros(m, np.uint8)
                 rows["nir_id"] = np.char.encode(arrays["nir_id"][k], "utf-8")
                 rows["vis_id"] = np.char.encode(arrays["vis_id"][k], "utf-8")
                 rows["person"] = np.full(m, pi, np.int32)
@@ -605,10 +688,10 @@ def assemble(output: Path, jobs: Sequence[PersonJob], parts: Path, config: Minin
 def summarize(stats: list[dict], loc_index: np.ndarray, keep: np.ndarray, cap: int, n_loc: int,
               config: MiningConfig) -> dict:
     """Totals and per-person counts of a run (deterministic: no timings)."""
-    keys = ("windows", "outside", FAIL_FLAT, FAIL_ECC, FAIL_IMPLAUSIBLE, "registered", "kept", "image_pairs",
-            "nir_images", "vis_images", "nir_aligned", "vis_aligned", "same_capture_pairs",
-            "same_capture_windows", "same_capture_kept")
-    tot = {k: int(sum(s[k] for s in stats)) for k in keys}
+    keys = (*_COUNTERS, "image_pairs", "nir_images", "vis_images", "nir_aligned", "vis_aligned")
+    tot = {k: int(sum(s.get(k, 0) for s in stats)) for k in keys}
+    residuals = np.array([r["residual"] for s in stats for r in s.get("registrations", [])], np.float64)
+    paper_windows = tot["windows"] - tot["geometric_windows"]
     kept_after = int(keep.sum())
     per_person = []
     start = 0
@@ -632,12 +715,21 @@ def summarize(stats: list[dict], loc_index: np.ndarray, keep: np.ndarray, cap: i
         "pairs_kept": tot["kept"], "pairs_pruned": tot["kept"] - kept_after, "pairs_after_prune": kept_after,
         "pairs_stored": kept_after * (2 if config.flip else 1), "prune_cap_per_location": cap,
         "acceptance_of_windows": round(tot["kept"] / tot["windows"], 4) if tot["windows"] else None,
-        "acceptance_of_registered": round(tot["kept"] / tot["registered"], 4) if tot["registered"] else None,
+        "acceptance_of_registered": (round((tot["kept"] - tot["geometric_kept"]) / tot["registered"], 4)
+                                     if tot["registered"] else None),  # the paper's tests, of ECC-registered windows
         "acceptance_same_capture": (round(tot["same_capture_kept"] / tot["same_capture_windows"], 4)
                                     if tot["same_capture_windows"] else None),
         "acceptance_other_pairs": (round((tot["kept"] - tot["same_capture_kept"])
                                          / (tot["windows"] - tot["same_capture_windows"]), 4)
                                    if tot["windows"] > tot["same_capture_windows"] else None),
+        "acceptance_by_mode": {
+            "geometric": round(tot["geometric_kept"] / tot["geometric_windows"], 4) if tot["geometric_windows"] else None,
+            "paper": (round((tot["kept"] - tot["geometric_kept"]) / paper_windows, 4) if paper_windows else None)},
+        "pairs_kept_by_mode": {"geometric": tot["geometric_kept"], "paper": tot["kept"] - tot["geometric_kept"]},
+        "geometric_rejected_by_kind": {k: tot[f"geometric_{k}"] for k in REJECT_KINDS},
+        "registration_residual_px": ({"pairs": int(residuals.size), "mean": round(float(residuals.mean()), 3),
+                                      "median": round(float(np.median(residuals)), 3),
+                                      "p90": round(float(np.quantile(residuals, 0.9)), 3)} if residuals.size else None),
         "kept_per_location": np.bincount(loc_index, minlength=n_loc).tolist(),
         "kept_per_location_after_prune": np.bincount(loc_index[keep], minlength=n_loc).tolist(),
         "per_person": per_person,

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from nirvis._io import atomic_write, atomic_write_json
+from nirvis.mining.config import MiningConfig
 from nirvis.mining.store import PatchStore
-from nirvis.mining.windows import window_grid
 
 __all__ = ["write_report", "pair_sheet", "report_dir_for"]
 
@@ -87,7 +87,7 @@ def write_report(store: str | os.PathLike, out_dir: str | os.PathLike | None = N
         rows = st.read(pick) if pick.size else None
     files["summary"] = atomic_write_json(out / "summary.json", {**summary, **(run_info or {}), "store": str(store)})
 
-    grid = window_grid(cfg["size"], cfg["window"], cfg["stride"])
+    grid = MiningConfig.from_dict(cfg).location_grid()
     side = int(round(np.sqrt(len(grid))))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     for ax, key, title in zip(axes, ("kept_per_location", "kept_per_location_after_prune"),

@@ -9,6 +9,8 @@ Layout (N pairs, P = patch side)::
                                            (mirrored for flipped pairs)
     /s1, /s2             (N,) float32      scores of the pair
     /flip                (N,) bool         True for the horizontal flip of the pair just before it
+    /mode                (N,) uint8        1: a simultaneous pair mined geometrically, 0: the paper's tests
+                                           (absent from stores written before the geometric mode)
     /scored/s1, /scored/s2  float16       scores of every registered window (kept or not), for histograms
 
 Attributes: ``format`` ("nirvis-patches"), ``version``, ``people`` (JSON list: the only people whose
@@ -57,7 +59,7 @@ def create_store(h5, patch: int, id_len: int) -> None:
     p = patch
     specs = {"nir": ((p, p), "u1"), "y": ((p, p), "u1"), "cb": ((p, p), "u1"), "cr": ((p, p), "u1"),
              "person": ((), "i4"), "nir_id": ((), f"S{id_len}"), "vis_id": ((), f"S{id_len}"),
-             "loc": ((2,), "i2"), "s1": ((), "f4"), "s2": ((), "f4"), "flip": ((), "?")}
+             "loc": ((2,), "i2"), "s1": ((), "f4"), "s2": ((), "f4"), "flip": ((), "?"), "mode": ((), "u1")}
     for name, (shape, dtype) in specs.items():
         h5.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                           chunks=(_CHUNK, *shape))
