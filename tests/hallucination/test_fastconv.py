@@ -151,3 +151,22 @@ def test_choose_tile() -> None:
     assert choose_tile((224, 224), 5, 148, 48) == 60
     for k in (3, 5, 11):
         assert choose_tile((7, 9), k, 4, 4) > k
+
+
+def test_dilated_layers_widen_the_field_and_stay_stock_convolutions() -> None:
+    spec = ChannelNetSpec(layers=7, wide=4, narrow=4, kernel=3, residual=True, dilation=4)
+    assert spec.dilations() == [1, 1, 4, 4, 4, 1, 1]
+    assert spec.receptive_field() == 1 + 2 * 4 + 2 * 4 * 3 == 33
+    assert ChannelNetSpec(layers=5, wide=4, narrow=4, kernel=3).receptive_field() == 11
+    torch.manual_seed(0)
+    nets = HallucinationNets({"y": spec}, channels=("y",)).eval()
+    x = torch.rand(2, 1, 64, 48)
+    with torch.no_grad():
+        ref = nets(x)
+        assert ref.shape == x.shape  # 'same' padding with the dilation
+        fast = accelerate(nets, "fft", size=(64, 48))
+        dilated = [m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.dilation != (1, 1)]
+        assert len(dilated) == 3
+        torch.testing.assert_close(fast(x), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
+        ChannelNetSpec(layers=5, wide=4, narrow=4, kernel=3, dilation=0)

@@ -328,3 +328,21 @@ def test_every_split_model_is_found_and_checked_before_any_work(tmp_path: Path) 
     assert models_for_splits(tmp_path / "m", splits[1:]) == {"s1": tmp_path / "m" / "s1"}
     with pytest.raises(LeakError, match=r"trained on 1 test people of s0"):
         models_for_splits(tmp_path / "m" / "s1", splits)  # one model for both: it saw s0's test person
+
+
+def test_a_face_region_reference_normalises_over_the_face() -> None:
+    from nirvis.mining.registered import face_mask
+
+    model = known_model()
+    model.reference["region"] = "face"
+    nir = faces(2, size=224)
+    nir[:, :20] = 0  # a dark background band outside the face: it must not count
+    out = Hallucinator(model, blend=None, method="direct").hallucinate(nir)
+    fm = face_mask(224)
+    np.testing.assert_array_equal(out.nir, np.stack([match_mean_std(im, 100.0, 30.0, mask=fm) for im in nir]))
+    frame = Hallucinator(known_model(), blend=None, method="direct").hallucinate(nir)
+    assert not np.array_equal(frame.nir, out.nir)
+    valid = np.ones_like(nir, bool)
+    valid[:, :, 150:] = False
+    masked = Hallucinator(model, blend=None, method="direct").hallucinate(nir, valid)
+    np.testing.assert_array_equal(masked.nir[0], match_mean_std(nir[0], 100.0, 30.0, mask=fm & valid[0]))

@@ -443,6 +443,8 @@ def _fast_conv(conv: nn.Conv2d, size: tuple[int, int], min_kernel: int, policy: 
 def _replace_convs(module: nn.Module, size: tuple[int, int], min_kernel: int, policy: str, tile: int | None,
                    precision: str, direct_precision: str, fft: bool) -> None:
     for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and tuple(child.dilation) != (1, 1):
+            continue  # dilated convolutions (the cpu presets' middle layers) stay stock PyTorch
         if isinstance(child, nn.Conv2d):
             if fft:
                 setattr(module, name, _fast_conv(child, size, min_kernel, policy, tile, precision, direct_precision))

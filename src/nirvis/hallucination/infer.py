@@ -3,7 +3,8 @@
 Steps, for a batch of aligned ``224 x 224`` NIR faces:
 
 1. Photometric normalisation to the model's reference (paper Sec. 3.1), exactly as mining did:
-   ``match_mean_std(nir, reference["nir_mean"], reference["nir_std"], mask=valid)`` to uint8.
+   ``match_mean_std(nir, reference["nir_mean"], reference["nir_std"], mask=valid)`` to uint8, with the
+   mask limited to the template's face region when the reference was measured there (``"region": "face"``).
 2. ``/ 255`` and the three CNNs (fully convolutional, on the whole face; :mod:`.fastconv` for speed).
    Their outputs are OpenCV's YCrCb channels / 255, as the training targets were.
 3. Equation (1) on the luminance, in [0, 1] units (:mod:`.blend`), then clipping to [0, 1].
@@ -224,6 +225,12 @@ class Hallucinator:
 
     def _normalize(self, arr: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         ref = self.model.reference
+        if ref.get("region", "frame") == "face":  # statistics of the face region, as the store's mining measured them
+            from nirvis.mining.registered import face_mask
+
+            face = face_mask(arr.shape[1]) if arr.shape[1] == arr.shape[2] else np.ones(arr.shape[1:], bool)
+            mask = np.broadcast_to(face, arr.shape) if mask is None else mask & face
+            mask = np.where(mask.any(axis=(1, 2))[:, None, None], mask, True)  # never an empty selection
         return np.stack([match_mean_std(im, ref["nir_mean"], ref["nir_std"], mask=None if mask is None else mask[i])
                          for i, im in enumerate(arr)])
 

@@ -43,6 +43,10 @@ class ChannelNetSpec:
         Odd kernel side, in pixels, of every conv.
     residual
         Add the input to the output (the network predicts channel - NIR).
+    dilation
+        Dilation of the middle (narrow -> narrow) convolutions (beyond the paper): it widens the receptive
+        field (:meth:`receptive_field`) at no extra cost, so that a small network can see facial
+        structure. 1 (default) is the paper's plain convolution.
     """
 
     layers: int
@@ -50,9 +54,10 @@ class ChannelNetSpec:
     narrow: int
     kernel: int
     residual: bool = False
+    dilation: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("layers", "wide", "narrow", "kernel"):
+        for name in ("layers", "wide", "narrow", "kernel", "dilation"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, Integral):
                 raise ValueError(f"ChannelNetSpec.{name} must be an int, got {v!r}")
@@ -64,11 +69,21 @@ class ChannelNetSpec:
             raise ValueError(f"kernel must be a positive odd number, got {self.kernel}")
         if self.wide < 1 or self.narrow < 1:
             raise ValueError(f"wide and narrow must be >= 1, got {self.wide}, {self.narrow}")
+        if self.dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {self.dilation}")
 
     def channels(self) -> list[tuple[int, int]]:
         """``(in, out)`` channels of every conv, in order."""
         w, n = self.wide, self.narrow
         return [(1, w), (w, n)] + [(n, n)] * (self.layers - 4) + [(n, w), (w, 1)]
+
+    def dilations(self) -> list[int]:
+        """Dilation of every conv, in order (:attr:`dilation` for the middle ones)."""
+        return [1, 1] + [self.dilation] * (self.layers - 4) + [1, 1]
+
+    def receptive_field(self) -> int:
+        """Side, in pixels, of the input square that one output pixel depends on."""
+        return 1 + sum((self.kernel - 1) * d for d in self.dilations())
 
 
 #: Table 1 of the paper (``paper``) and a small preset that trains in minutes on a 2-core CPU (``cpu``;
@@ -108,8 +123,8 @@ class ChannelNet(nn.Module):
         self.spec = spec
         layers: list[nn.Module] = []
         pairs = spec.channels()
-        for k, (cin, cout) in enumerate(pairs):
-            layers.append(nn.Conv2d(cin, cout, spec.kernel, stride=1, padding=spec.kernel // 2))
+        for k, ((cin, cout), d) in enumerate(zip(pairs, spec.dilations())):
+            layers.append(nn.Conv2d(cin, cout, spec.kernel, stride=1, padding=d * (spec.kernel // 2), dilation=d))
             if k < len(pairs) - 1:
                 layers.append(nn.PReLU(cout))
         self.body = nn.Sequential(*layers)
