@@ -1,0 +1,69 @@
+"""Hallucination trained through the frozen dlib network (H(id))."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nirvis.faces.types import TEMPLATE_SIZE, Face
+from nirvis.features.dlib_resnet import dlib_chip
+from nirvis.hallucination.identity import (IdentityTrainConfig, chip_matrix, identity_nets, prepare_faces,
+                                           train_identity_hallucination)
+from nirvis.hallucination.infer import Hallucinator
+from nirvis.hallucination.io import load_model
+
+# dlib's 5 points of a frontal face in the 224 template, in dlib's order (eye corners, then the nose base)
+LANDMARKS = np.array([[150.0, 95], [128, 92], [64, 88], [94, 90], [112, 145]], np.float32)
+
+
+def _face(seed: int) -> Face:
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (TEMPLATE_SIZE, TEMPLATE_SIZE)).astype(np.float32), (0, 0), 4)
+    img = cv2.normalize(img, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+    jitter = rng.normal(0, 2, LANDMARKS.shape).astype(np.float32)
+    return Face(img, LANDMARKS + jitter, LANDMARKS[:3], np.eye(2, 3), "test", 1.0,
+                meta={"source_shape": (TEMPLATE_SIZE, TEMPLATE_SIZE)})
+
+
+def test_chip_matrix_reproduces_dlibs_chip() -> None:
+    f = _face(0)
+    m = chip_matrix(f)
+    assert 1.0 < m[0, 0] < 1.5 and abs(m[0, 1]) < 0.05  # upright, the chip a little wider than the template
+    rgb = np.repeat(f.image[:, :, None], 3, axis=2)
+    mine = cv2.warpAffine(rgb, m, (150, 150), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    theirs = dlib_chip(f)
+    # dlib interpolates a little differently (about 1-3 gray levels on real faces; descriptors agree to 0.999)
+    assert np.abs(mine.astype(int) - theirs.astype(int))[5:-5, 5:-5].mean() < 3.0
+    shifted = cv2.warpAffine(rgb, m + [[0, 0, 2], [0, 0, 0]], (150, 150), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    assert np.abs(shifted.astype(int) - theirs.astype(int))[5:-5, 5:-5].mean() > 6.0  # 2 px off is visible
+
+
+def test_identity_nets_start_as_the_nir_face() -> None:
+    nets = identity_nets("cpu").eval()
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        out = nets(x)
+    torch.testing.assert_close(out[:, 0], x[:, 0])
+    torch.testing.assert_close(out[:, 1:], torch.full_like(out[:, 1:], 128 / 255))
+
+
+def test_training_saves_a_model_that_evaluate_can_use(tmp_path) -> None:
+    faces = [_face(s) for s in range(8)]
+    people = [f"p{i // 2}" for i in range(8)]
+    reference = {"nir_mean": 110.0, "nir_std": 40.0, "region": "face"}
+    batch = prepare_faces(faces, people, reference)
+    assert batch.nir.shape == (8, 224, 224) and batch.grids.shape == (8, 150, 150, 2)
+    cents = np.random.default_rng(0).normal(size=(4, 128)).astype(np.float32)
+    cfg = IdentityTrainConfig(max_steps=2, batch_size=2, val_every=1, val_fraction=0.5, lr=1e-2)
+    rec = train_identity_hallucination(batch, cents, reference, tmp_path / "m", cfg,
+                                       meta={"train_people": sorted(set(people))})
+    assert rec["steps"] == 2 and len(rec["history"]["val_rank1"]) == 3  # step 0, 1, 2
+    model = load_model(tmp_path / "m")
+    assert model.meta["training"]["kind"] == "identity" and len(model.meta["val_people"]) == 2
+    assert model.reference["region"] == "face"
+    out = Hallucinator(model, blend=None, method="direct").hallucinate(faces[0].image)
+    assert out.rgb.shape == (1, 224, 224, 3)
+    with pytest.raises(ValueError, match="batch_size, max_steps and val_every must be >= 1"):
+        IdentityTrainConfig(batch_size=0)
