@@ -78,6 +78,8 @@ def mine(
     prune_quantile: Annotated[float, typer.Option(help="Cap per window location: this quantile of the counts (1 = no pruning).")] = 0.9,
     seed: Annotated[int, typer.Option(help="Seed of pruning and of the report sheet.")] = 0,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Do not add horizontal flips.")] = False,
+    simultaneous: Annotated[str, typer.Option(help="Frames taken at the same moment (RAP3DF): geometric (registered whole, every unbroken face window kept) or paper (the paper's tests, like every other pair).")] = "geometric",
+    norm_region: Annotated[str, typer.Option(help="Photometric statistics over the face region (face) or the whole frame (frame).")] = "face",
     report: Annotated[bool, typer.Option(help="Write the report (summary, heatmap, histograms, sheet).")] = True,
     parts_cache: Annotated[Optional[Path], typer.Option(
         help="Folder of per-person results shared by the stores of several splits (each person is mined once); "
@@ -105,7 +107,8 @@ def mine(
     try:
         config = MiningConfig(window=window, stride=stride, patch=patch, min_sum=min_sum, min_s1=min_s1,
                               min_s2=min_s2, ecc_iterations=ecc_iterations, ecc_eps=ecc_eps,
-                              prune_quantile=prune_quantile, seed=seed, flip=not no_flip)
+                              prune_quantile=prune_quantile, seed=seed, flip=not no_flip, simultaneous=simultaneous,
+                              norm_region=norm_region)
         root = find_data_root(data)
         if dataset == "folder" and train_data is None:
             raise ValueError(f"a folder dataset mines the people of --train-data; --data ({root}) holds the test "
