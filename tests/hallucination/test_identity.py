@@ -67,3 +67,53 @@ def test_training_saves_a_model_that_evaluate_can_use(tmp_path) -> None:
     assert out.rgb.shape == (1, 224, 224, 3)
     with pytest.raises(ValueError, match="batch_size, max_steps and val_every must be >= 1"):
         IdentityTrainConfig(batch_size=0)
+
+
+def test_evaluate_names_identity_rows_and_takes_their_blend(tmp_path) -> None:
+    import json
+
+    import typer
+
+    from nirvis.cli import _hallucination_kind
+
+    def model(name: str, meta: dict):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(meta))
+        return tmp_path / name
+
+    ident = model("a", {"training": {"kind": "identity"}, "alpha": 0.0})
+    patch = model("b", {"training": {"epochs": 1}})
+    assert _hallucination_kind({"s0": ident}) == ("H(id)", 0.0)
+    assert _hallucination_kind({"s0": patch}) == ("H", 0.6)
+    with pytest.raises(typer.Exit) as err:
+        _hallucination_kind({"s0": ident, "s1": patch})
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_command_trains_a_model_on_real_faces(rap3df_root, tmp_path) -> None:
+    """`nirvis train-hallucination-id` on a small folder dataset made of real RAP3DF captures."""
+    from typer.testing import CliRunner
+
+    from nirvis._io import read_image
+    from nirvis.cli import app
+    from nirvis.datasets.rap3df import load_rap3df
+
+    samples = load_rap3df(rap3df_root)["2019"]
+    people = sorted({s.person for s in samples})[:7]
+    for root, chosen in (("train", people[:5]), ("test", people[5:])):
+        for s in samples:
+            if s.person in chosen and s.meta["index"] == 0 and s.pose in ("front", "left"):
+                d = tmp_path / root / s.person / s.modality
+                d.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(d / f"{s.pose}.png"), read_image(s.path, channel="red") if s.modality == "nir"
+                            else cv2.cvtColor(read_image(s.path), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "model"
+    res = CliRunner().invoke(app, ["train-hallucination-id", "--dataset", "folder", "--data", str(tmp_path / "test"),
+                                   "--train-data", str(tmp_path / "train"), "--split", "all", "-o", str(out),
+                                   "--max-minutes", "0.05", "--val-every", "1", "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    model = load_model(out)
+    assert sorted(model.meta["train_people"]) == people[:5] and not set(model.meta["train_people"]) & set(people[5:])
+    assert model.meta["training"]["kind"] == "identity" and model.reference["region"] == "face"

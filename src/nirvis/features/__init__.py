@@ -4,6 +4,8 @@
   ``fingerprint`` that keys caches and saved embeddings; :func:`register_embedder` / :func:`get_embedder`.
 - :class:`DlibResNetEmbedder` (:mod:`~nirvis.features.dlib_resnet`): the default, dlib's 128-D ResNet.
 - :class:`OnnxEmbedder`, :class:`OnnxPreprocess` (:mod:`~nirvis.features.onnx`): any ONNX face network.
+- :mod:`~nirvis.features.models`: the known ONNX networks (EdgeFace-XS, -XXS) by name, with checksums, licences
+  and where their files are found (``get_embedder("edgeface-xs")``, ``nirvis models list``).
 - :class:`FeatureCache` (:mod:`~nirvis.features.cache`): features and alignments on disk.
 
 The network modules are imported on first use, so ``import nirvis.features`` loads neither dlib nor onnxruntime.

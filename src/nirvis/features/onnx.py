@@ -8,7 +8,9 @@ the nose base) onto the positions where the network expects them (:attr:`OnnxPre
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ __all__ = [
     "OnnxPreprocess",
     "dlib5_keypoints",
     "preprocess_faces",
+    "session_threads",
 ]
 
 Point = tuple[float, float]
@@ -185,6 +188,11 @@ class OnnxEmbedder(Embedder):
     created and the model's inputs and outputs validated on first use (:attr:`dim`, :meth:`config`,
     :attr:`fingerprint`, :meth:`embed`), or when :meth:`load` is called; call :meth:`load` to fail early.
 
+    Sessions are shared: one per model file, providers and thread count in each process. An embedder sent
+    to a worker process (pickled, as :meth:`Recognizer.featurize` does with every chunk of work) carries its
+    validated model description but no session; it reuses that process's session, without hashing the file
+    again, as long as the file's size and modification time are unchanged.
+
     Parameters
     ----------
     model_path
@@ -197,6 +205,15 @@ class OnnxEmbedder(Embedder):
         ONNX Runtime execution providers, in order of preference.
     batch_size
         Faces per inference call when the model's batch dimension is dynamic.
+    intra_op_num_threads
+        ONNX Runtime's threads per inference call. ``None`` (default): :func:`session_threads`, i.e. 1 in a
+        worker process (the processes are the parallelism; more threads would oversubscribe the cores) and
+        the CPUs this process may use otherwise. It does not change the features beyond float rounding, so
+        it is not part of :attr:`fingerprint`.
+    flip
+        Also embed each face mirrored left-right and add the two outputs before normalising (test-time
+        augmentation, as :class:`~nirvis.features.dlib_resnet.DlibResNetEmbedder` does by default). Twice the
+        network time.
 
     Raises
     ------
@@ -211,6 +228,8 @@ class OnnxEmbedder(Embedder):
         name: str | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         batch_size: int = 32,
+        intra_op_num_threads: int | None = None,
+        flip: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -219,11 +238,21 @@ class OnnxEmbedder(Embedder):
             providers = (providers,)
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if intra_op_num_threads is not None and (
+                not isinstance(intra_op_num_threads, (int, np.integer)) or isinstance(intra_op_num_threads, bool)
+                or intra_op_num_threads < 1):
+            raise ValueError(f"intra_op_num_threads must be a positive int or None (automatic), "
+                             f"got {intra_op_num_threads!r}")
         self.preprocess = preprocess if preprocess is not None else OnnxPreprocess()
         self.name = name if name is not None else f"onnx-{self.model_path.stem}"
         self.providers = tuple(providers)
         self.batch_size = int(batch_size)
+        self.intra_op_num_threads = None if intra_op_num_threads is None else int(intra_op_num_threads)
+        if not isinstance(flip, (bool, np.bool_)):
+            raise ValueError(f"flip must be True or False, got {flip!r}")
+        self.flip = bool(flip)
         self._session: Any = None
+        self._file_stat: tuple[int, int] = (0, 0)  # (size, mtime_ns) of the file when it was validated
         self._sha256 = ""
         self._input_name = ""
         self._input_dtype: type[np.floating[Any]] = np.float32
@@ -255,16 +284,18 @@ class OnnxEmbedder(Embedder):
         """
         if self._session is not None:
             return self
-        import onnxruntime as ort
-
         path = self.model_path
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model file not found: {path}")
+        stat = _file_stat(path)
+        if self._sha256:  # validated before (in the process that pickled this embedder): reopen
+            if stat != self._file_stat:
+                raise ValueError(f"ONNX model {path} changed on disk since it was loaded (size, modification "
+                                 "time); its features would not match the fingerprint. Build the embedder again")
+            self._session = _shared_session(path, stat, self._sha256, self.providers, self.threads)
+            return self
         digest = file_digest(path)[:16]
-        try:
-            session = ort.InferenceSession(str(path), providers=list(self.providers))
-        except _ort_errors() as exc:
-            raise ValueError(f"ONNX model {path}: ONNX Runtime cannot load it: {exc}") from exc
+        session = _shared_session(path, stat, digest, self.providers, self.threads)
 
         inputs = session.get_inputs()
         if len(inputs) != 1:
@@ -289,6 +320,7 @@ class OnnxEmbedder(Embedder):
         self._output_name = out.name
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         self._sha256 = digest
+        self._file_stat = stat
         self._session = session
         if isinstance(out.shape[1], int) and out.shape[1] > 0:
             self._dim = out.shape[1]
@@ -298,6 +330,15 @@ class OnnxEmbedder(Embedder):
             self._dim = int(self._run(np.zeros(shape, dtype=np.float32)).shape[1])
         return self
 
+    @property
+    def threads(self) -> int:
+        """ONNX Runtime's intra-op threads of this embedder's session (see ``intra_op_num_threads``)."""
+        return self.intra_op_num_threads if self.intra_op_num_threads is not None else session_threads()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An ONNX Runtime session cannot be pickled; the receiving process opens (or reuses) its own.
+        return {**self.__dict__, "_session": None}
+
     def config(self) -> dict[str, Any]:
         """Model digest (first 16 hex digits of the file's SHA-256), input and output names, preprocessing."""
         self.load()
@@ -306,6 +347,7 @@ class OnnxEmbedder(Embedder):
             "input": self._input_name,
             "output": self._output_name,
             "preprocess": asdict(self.preprocess),
+            **({"flip": True} if self.flip else {}),  # without it, the fingerprint of earlier features stands
         }
 
     def embed(self, faces: Sequence[Face]) -> np.ndarray:
@@ -316,8 +358,13 @@ class OnnxEmbedder(Embedder):
             return np.zeros((0, self._dim), dtype=np.float32)
         step = self._fixed_batch or self.batch_size
         chunks = []
+        width_axis = 3 if self.preprocess.layout == "NCHW" else 2
         for start in range(0, len(faces), step):
-            chunks.append(self._run(preprocess_faces(faces[start:start + step], self.preprocess)))
+            batch = preprocess_faces(faces[start:start + step], self.preprocess)
+            out = self._run(batch)
+            if self.flip:
+                out = out + self._run(np.ascontiguousarray(np.flip(batch, axis=width_axis)))
+            chunks.append(out)
         return l2_normalize(np.concatenate(chunks, axis=0))
 
     def __repr__(self) -> str:
@@ -348,6 +395,53 @@ class OnnxEmbedder(Embedder):
             raise ValueError(f"ONNX model {self.model_path}: input shape {shape} does not match the preprocessing "
                              f"({layout}, input_size {width}x{height}, expecting {want_text}); "
                              "set OnnxPreprocess.layout and input_size to the model's")
+
+
+def session_threads() -> int:
+    """Intra-op threads for a session opened now: 1 in a worker process (``multiprocessing``'s children, e.g.
+    :meth:`Recognizer.featurize`'s workers), else the number of CPUs this process may run on."""
+    if multiprocessing.parent_process() is not None:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _file_stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+#: This process's ONNX Runtime sessions, by (file, size, mtime, digest, providers, threads). Sessions are
+#: thread-safe for ``run``; sharing one spares loading the model again for every chunk a worker receives.
+_SESSIONS: dict[tuple[str, int, int, str, tuple[str, ...], int], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _shared_session(path: Path, stat: tuple[int, int], digest: str, providers: Sequence[str],
+                    threads: int) -> Any:
+    """The process's session for ``path`` with these settings, created on first request."""
+    key = (str(path.resolve()), *stat, digest, tuple(providers), int(threads))
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1  # one operator at a time: the batch is the parallel work
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            # Threads sleep between calls instead of spinning: on a machine shared with other jobs, spinning
+            # threads made 2 threads twice as slow as 1 (EdgeFace-XS, 9.4 against 4.8 ms/face; without
+            # spinning 4.6 ms/face; docs/BENCHMARKS.md).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            try:
+                session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+            except _ort_errors() as exc:
+                raise ValueError(f"ONNX model {path}: ONNX Runtime cannot load it: {exc}") from exc
+            _SESSIONS[key] = session
+        return session
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:

@@ -36,7 +36,7 @@ from nirvis.hallucination.io import HallucinationModel, save_model
 from nirvis.hallucination.nets import HallucinationNets, preset
 
 __all__ = ["IdentityTrainConfig", "FaceBatch", "chip_matrix", "identity_nets", "train_identity_hallucination",
-           "prepare_faces"]
+           "prepare_faces", "training_data"]
 
 log = logging.getLogger(__name__)
 
@@ -290,3 +290,61 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
     save_model(output, HallucinationModel(nets=nets.eval(), reference=dict(reference), meta=model_meta))
     atomic_write_json(Path(output) / "history.json", record)
     return record
+
+
+def training_data(rec, train: Sequence, *, workers: int = 1,
+                  progress: Callable[[int], None] | None = None) -> tuple[FaceBatch, np.ndarray, dict[str, Any]]:
+    """What :func:`train_identity_hallucination` needs from a split's training samples
+    (:class:`~nirvis.datasets.Sample`), with ``rec`` (a :class:`~nirvis.pipeline.Recognizer` with dlib's
+    embedder and, ideally, a cache):
+
+    - the aligned NIR faces of the training people who also have an aligned VIS face, prepared;
+    - each such person's VIS centroid: the mean of their VIS descriptors (``rec``'s features), L2-normalised;
+    - the photometric reference: the medians, over those NIR (and VIS) faces, of the face region's mean and
+      standard deviation (``"region": "face"``), so that no single odd capture sets it.
+
+    Faces that cannot be aligned are left out (the count is in the returned batch's size).
+    """
+    from nirvis.faces.align import valid_mask
+    from nirvis.faces.normalize import reference_stats
+    from nirvis.mining.registered import face_mask
+
+    vis = [s for s in train if s.modality == "vis"]
+    fs = rec.featurize(vis, workers=workers, progress=progress)
+    X, ok = fs.take(vis)
+    centroid: dict[str, np.ndarray] = {}
+    vis_stats = []
+    for person in sorted({s.person for s in vis}):
+        rows = [i for i, s in enumerate(vis) if s.person == person and ok[i]]
+        if rows:
+            c = X[rows].mean(axis=0)
+            centroid[person] = c / max(float(np.linalg.norm(c)), 1e-12)
+    faces, people, nir_stats = [], [], []
+    for s in train:
+        if s.modality != "nir" or s.person not in centroid:
+            continue
+        try:
+            f = rec.align_sample(s)
+        except (NirvisError, OSError):
+            continue
+        if progress:
+            progress(1)
+        region = valid_mask(f.matrix, f.meta["source_shape"], f.image.shape[0]) & face_mask(f.image.shape[0])
+        (m,), (sd,) = reference_stats(f.image, region)
+        faces.append(f)
+        people.append(s.person)
+        nir_stats.append((m, sd))
+    if len(set(people)) < 4:
+        raise NirvisError(f"identity training needs NIR and VIS faces of at least 4 people; got {len(set(people))}")
+    for s, o in zip(vis, ok):
+        if o:
+            f = rec.align_sample(s)
+            region = valid_mask(f.matrix, f.meta["source_shape"], f.image.shape[0]) & face_mask(f.image.shape[0])
+            vis_stats.append(np.concatenate(reference_stats(f.image, region)))
+    nm, ns = np.median(np.array(nir_stats), axis=0)
+    vs = np.median(np.array(vis_stats), axis=0)
+    reference = {"nir_mean": float(nm), "nir_std": float(ns), "vis_mean": vs[:3].tolist(), "vis_std": vs[3:].tolist(),
+                 "region": "face", "nir_id": "median of the training NIR faces",
+                 "vis_id": "median of the training VIS faces"}
+    batch = prepare_faces(faces, people, reference)
+    return batch, np.stack([centroid[p] for p in batch.people]), reference
