@@ -295,3 +295,21 @@ def test_registered_as_onnx(model):
     assert "onnx" in available_embedders()
     emb = get_embedder("onnx", model_path=model[0], batch_size=4)
     assert isinstance(emb, OnnxEmbedder) and emb.dim == DIM
+
+
+def test_flip_adds_the_mirrored_faces_output(model):
+    from nirvis.features.onnx import preprocess_faces
+
+    path, w, b = model
+    faces = [make_face(s) for s in range(3)]
+    plain, flipped = OnnxEmbedder(path), OnnxEmbedder(path, flip=True)
+    x = preprocess_faces(faces, plain.preprocess).astype(np.float64)
+    raw = x.reshape(3, 3, 112 // POOL, POOL, 112 // POOL, POOL).mean(axis=(3, 5)).reshape(3, -1) @ w + b
+    mx = x[:, :, :, ::-1]
+    mirrored = mx.reshape(3, 3, 112 // POOL, POOL, 112 // POOL, POOL).mean(axis=(3, 5)).reshape(3, -1) @ w + b
+    want = (raw + mirrored) / np.linalg.norm(raw + mirrored, axis=1, keepdims=True)
+    np.testing.assert_allclose(flipped.embed(faces), want, atol=1e-5)
+    assert not np.allclose(flipped.embed(faces), plain.embed(faces), atol=1e-3)
+    assert flipped.fingerprint != plain.fingerprint and "flip" not in plain.config()
+    with pytest.raises(ValueError, match="flip must be True or False"):
+        OnnxEmbedder(path, flip="yes")
