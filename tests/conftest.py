@@ -32,3 +32,19 @@ def rap3df_root(shared_data: Path) -> Path:
     if not (p / "rap3df_data_02" / "database.json").is_file():
         pytest.skip(f"RAP3DF not found at {p}")
     return p
+
+
+@pytest.fixture
+def no_models(tmp_path, monkeypatch) -> Path:
+    """No real models folder is visible: home, working directory and data folder all point into tmp_path."""
+    from nirvis import data as data_mod
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("NIRVIS_MODELS", raising=False)
+    monkeypatch.delenv("NIRVIS_DATA", raising=False)
+    monkeypatch.setattr(data_mod, "DEFAULT_CANDIDATES", ())
+    return tmp_path

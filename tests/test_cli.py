@@ -268,22 +268,6 @@ def test_demo_with_a_missing_data_folder_says_so_and_fit_embedding_refuses_a_fol
 # -- known models and --embedder (issue 12) ---------------------------------------------------------------
 
 @pytest.fixture()
-def no_models(tmp_path, monkeypatch):
-    """No models folder is visible: home, working directory and data folder all point into tmp_path."""
-    from pathlib import Path
-
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
-    monkeypatch.chdir(work)
-    monkeypatch.delenv("NIRVIS_MODELS", raising=False)
-    monkeypatch.delenv("NIRVIS_DATA", raising=False)
-    monkeypatch.setattr(data_mod, "DEFAULT_CANDIDATES", ())
-    return tmp_path
-
-
-@pytest.fixture()
 def fake_known_model(tmp_path, monkeypatch):
     """A registered research-only model "fake-net" (a few known bytes) and the file holding them."""
     import hashlib

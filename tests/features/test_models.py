@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nirvis import data as data_mod
 from nirvis.features import models as reg
 from nirvis.features.models import (
     ChecksumError,
@@ -31,18 +30,9 @@ from nirvis.features.models import (
 
 
 @pytest.fixture
-def isolated(tmp_path, monkeypatch) -> Path:
-    """No real models folder is visible: home, working directory and data folder all point into tmp_path."""
-    home = tmp_path / "home"
-    home.mkdir()
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
-    monkeypatch.chdir(work)
-    monkeypatch.delenv("NIRVIS_MODELS", raising=False)
-    monkeypatch.delenv("NIRVIS_DATA", raising=False)
-    monkeypatch.setattr(data_mod, "DEFAULT_CANDIDATES", ())
-    return tmp_path
+def isolated(no_models) -> Path:
+    """No real models folder is visible (``no_models`` in tests/conftest.py)."""
+    return no_models
 
 
 @pytest.fixture
