@@ -22,7 +22,8 @@ def test_mine_one_rap3df_person(rap3df_root: Path, tmp_path: Path) -> None:
     if not jobs:
         pytest.skip("RAP3DF person RVWU3VV not in this copy of the data")
     # strides 24 keep the test short (49 windows per image pair)
-    s = mine_store(jobs, tmp_path / "p.h5", MiningConfig(stride=24, geometric_stride=24), workers=1)
+    s = mine_store(jobs, tmp_path / "p.h5", MiningConfig(stride=24, geometric_stride=24, simultaneous="geometric"),
+                   workers=1)
     assert s["total_nir_aligned"] == s["total_nir_images"] and s["total_vis_aligned"] == s["total_vis_images"]
     assert s["windows_tried"] == s["total_image_pairs"] * 49
     # the 3 simultaneous frame pairs are registered whole; the 6 others go through the paper's tests
@@ -50,7 +51,8 @@ def test_geometric_rows_come_from_simultaneous_frames(rap3df_root: Path, tmp_pat
     sp = splits[0]
     jobs = [j for j in jobs_from_samples(sp.train, sp.train_people) if j.nir and j.nir[0].id.startswith("2019/")]
     job = min(jobs, key=lambda j: (len(j.nir), j.person))  # the 2019 training person with the fewest captures
-    s = mine_store([job], tmp_path / "p.h5", MiningConfig(stride=24, geometric_stride=24, prune_quantile=1.0))
+    s = mine_store([job], tmp_path / "p.h5", MiningConfig(stride=24, geometric_stride=24, prune_quantile=1.0,
+                                                         simultaneous="geometric"))
     assert s["pairs_kept_by_mode"]["geometric"] > 0
     with PatchStore(tmp_path / "p.h5") as st:
         mode, nir_ids, vis_ids = st.dataset("mode")[:], st.dataset("nir_id")[:], st.dataset("vis_id")[:]
@@ -68,6 +70,6 @@ def test_paper_mode_mines_simultaneous_frames_like_the_others(rap3df_root: Path,
     jobs = [j for j in jobs_from_samples(splits[0].train, splits[0].train_people) if j.person == "RVWU3VV"]
     if not jobs:
         pytest.skip("RAP3DF person RVWU3VV not in this copy of the data")
-    s = mine_store(jobs, tmp_path / "p.h5", MiningConfig(stride=24, simultaneous="paper"), workers=1)
+    s = mine_store(jobs, tmp_path / "p.h5", MiningConfig(stride=24), workers=1)  # the default: the paper's tests
     assert s["total_geometric_pairs"] == 0 and s["registration_residual_px"] is None
     assert s["windows_tried"] == s["windows_outside_image"] + s["registration_failures"] + s["total_registered"]

@@ -68,9 +68,11 @@ class MiningConfig:
         Seed of pruning and of the report's random sheet.
     simultaneous
         How a NIR frame and the VIS frame taken at the same moment (``Sample.pair_id``) are mined.
-        ``"geometric"`` (default, beyond the paper): the pair is registered as a whole and every unbroken
-        face window is kept (:mod:`nirvis.mining.registered`); a pair whose registration residual exceeds
-        ``max_residual`` falls back to the paper's tests. ``"paper"``: like every other pair (Sec. 3.1).
+        ``"paper"`` (default): like every other pair (Sec. 3.1). ``"geometric"`` (beyond the paper): the pair
+        is registered as a whole and every unbroken face window is kept (:mod:`nirvis.mining.registered`); a
+        pair whose registration residual exceeds ``max_residual`` falls back to the paper's tests. It keeps
+        about 7x more, better registered pairs, but a patch-MSE model trained on them hurt recognition far more
+        (split 0: H 46.6 against 63.5 with the paper's pairs; docs/BENCHMARKS.md), so it is not the default.
     geometric_stride
         Step between the windows of a registered pair (denser than ``stride``: no ECC runs there).
     max_refine
@@ -78,9 +80,9 @@ class MiningConfig:
     max_residual
         Mean landmark residual (source pixels) above which a simultaneous pair is not trusted as registered.
     norm_region
-        Pixels whose statistics the photometric normalisation matches (Sec. 3.1): ``"face"`` (default: the
-        template's face ellipse, :func:`nirvis.mining.registered.face_mask`, inside the source image) or
-        ``"frame"`` (all of the source image; backgrounds then weigh as much as faces).
+        Pixels whose statistics the photometric normalisation matches (Sec. 3.1): ``"frame"`` (default: all of
+        the source image inside the template; backgrounds then weigh as much as faces) or ``"face"`` (the
+        template's face ellipse, :func:`nirvis.mining.registered.face_mask`, inside the source image).
     """
 
     size: int = 224
@@ -100,11 +102,11 @@ class MiningConfig:
     prune_quantile: float = 0.9
     flip: bool = True
     seed: int = 0
-    simultaneous: str = "geometric"
+    simultaneous: str = "paper"
     geometric_stride: int = 6
     max_refine: float = 6.0
     max_residual: float = 4.0
-    norm_region: str = "face"
+    norm_region: str = "frame"
 
     def __post_init__(self) -> None:
         if not 0 < self.patch <= self.window <= self.size:
@@ -139,9 +141,8 @@ class MiningConfig:
     @classmethod
     def from_dict(cls, d: dict) -> MiningConfig:
         """The settings recorded in a store or manifest (entries starting with ``_`` are ignored); settings
-        added since the store was written keep their old behaviour."""
-        old = {"simultaneous": "paper", "norm_region": "frame"}  # before these settings existed
-        return cls(**{**old, **{k: v for k, v in d.items() if not k.startswith("_")}})
+        added since the store was written take their defaults, which are the old behaviour."""
+        return cls(**{k: v for k, v in d.items() if not k.startswith("_")})
 
     @property
     def location_step(self) -> int:
