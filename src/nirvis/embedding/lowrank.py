@@ -1046,8 +1046,10 @@ class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
 
     def _candidates(self) -> list[dict]:
         name = type(self).__name__
-        shifts, dims = list(np.atleast_1d(np.asarray(self.shift, dtype=object))), list(
-            self.n_components if isinstance(self.n_components, (list, tuple)) else [self.n_components])
+        def as_list(v) -> list:
+            return list(v) if isinstance(v, (list, tuple)) else [v]
+
+        shifts, dims = as_list(self.shift), as_list(self.n_components)
         if not shifts or not dims:
             raise ValueError(f"{name}: shift and n_components must each name at least one value, got "
                              f"{self.shift!r} and {self.n_components!r}")

@@ -292,6 +292,18 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
     return record
 
 
+def _face_region_stats(face: Face) -> np.ndarray:
+    """Per-channel means then standard deviations of an aligned face over the template's face region inside
+    its source image (the statistics of a ``"region": "face"`` reference)."""
+    from nirvis.faces.align import valid_mask
+    from nirvis.faces.normalize import reference_stats
+    from nirvis.mining.registered import face_mask
+
+    side = face.image.shape[0]
+    return np.concatenate(reference_stats(face.image, valid_mask(face.matrix, face.meta["source_shape"], side)
+                                          & face_mask(side)))
+
+
 def training_data(rec, train: Sequence, *, workers: int = 1,
                   progress: Callable[[int], None] | None = None) -> tuple[FaceBatch, np.ndarray, dict[str, Any]]:
     """What :func:`train_identity_hallucination` needs from a split's training samples
@@ -305,15 +317,10 @@ def training_data(rec, train: Sequence, *, workers: int = 1,
 
     Faces that cannot be aligned are left out (the count is in the returned batch's size).
     """
-    from nirvis.faces.align import valid_mask
-    from nirvis.faces.normalize import reference_stats
-    from nirvis.mining.registered import face_mask
-
     vis = [s for s in train if s.modality == "vis"]
     fs = rec.featurize(vis, workers=workers, progress=progress)
     X, ok = fs.take(vis)
     centroid: dict[str, np.ndarray] = {}
-    vis_stats = []
     for person in sorted({s.person for s in vis}):
         rows = [i for i, s in enumerate(vis) if s.person == person and ok[i]]
         if rows:
@@ -329,18 +336,12 @@ def training_data(rec, train: Sequence, *, workers: int = 1,
             continue
         if progress:
             progress(1)
-        region = valid_mask(f.matrix, f.meta["source_shape"], f.image.shape[0]) & face_mask(f.image.shape[0])
-        (m,), (sd,) = reference_stats(f.image, region)
         faces.append(f)
         people.append(s.person)
-        nir_stats.append((m, sd))
+        nir_stats.append(_face_region_stats(f))
     if len(set(people)) < 4:
         raise NirvisError(f"identity training needs NIR and VIS faces of at least 4 people; got {len(set(people))}")
-    for s, o in zip(vis, ok):
-        if o:
-            f = rec.align_sample(s)
-            region = valid_mask(f.matrix, f.meta["source_shape"], f.image.shape[0]) & face_mask(f.image.shape[0])
-            vis_stats.append(np.concatenate(reference_stats(f.image, region)))
+    vis_stats = [_face_region_stats(rec.align_sample(s)) for s, o in zip(vis, ok) if o]
     nm, ns = np.median(np.array(nir_stats), axis=0)
     vs = np.median(np.array(vis_stats), axis=0)
     reference = {"nir_mean": float(nm), "nir_std": float(ns), "vis_mean": vs[:3].tolist(), "vis_std": vs[3:].tolist(),

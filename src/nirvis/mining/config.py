@@ -156,6 +156,10 @@ class MiningConfig:
 
         return window_grid(self.size, self.window, self.location_step)
 
+    def location_indices(self) -> dict[tuple[int, int], int]:
+        """``{(y, x): index in location_grid()}`` for every window location."""
+        return {(y, x): i for i, (y, x) in enumerate(self.location_grid().tolist())}
+
     def fingerprint(self) -> str:
         """Short hash of the settings, written in the store and checked when a run resumes."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]

@@ -157,7 +157,7 @@ def try_load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int
 
 
 def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: int = 224,
-                     region: str = "face") -> Reference:
+                     region: str = "frame") -> Reference:
     """The photometric reference: the first NIR and the first VIS image (in person, then capture-id
     order) of the first person with both aligned. Deterministic for a given set of jobs. Its statistics
     are measured over ``region`` (:attr:`MiningConfig.norm_region`).
@@ -179,9 +179,8 @@ def choose_reference(jobs: Sequence[PersonJob], *, aligned: bool = False, size: 
         for r in job.vis:
             vis, _ = try_load_face(r, "vis", aligned=aligned, size=size)
             if vis is not None:
-                cfg = MiningConfig(size=size, norm_region=region)
-                (nm,), (ns,) = reference_stats(nir[0], _norm_mask(nir[1], cfg))
-                vm, vs = reference_stats(vis[0], _norm_mask(vis[1], cfg))
+                (nm,), (ns,) = reference_stats(nir[0], _norm_mask(nir[1], region))
+                vm, vs = reference_stats(vis[0], _norm_mask(vis[1], region))
                 return Reference(float(nm), float(ns), tuple(map(float, vm)), tuple(map(float, vs)), nir_ref.id, r.id,
                                  region)
     raise ImageError(f"no person among {len(jobs)} has both an aligned NIR and an aligned VIS image; "
@@ -220,7 +219,7 @@ def mine_pair(nir: np.ndarray, ycrcb: np.ndarray, config: MiningConfig, valid: n
     registered window.
     """
     grid = window_grid(config.size, config.window, config.stride)
-    fine = {tuple(c): i for i, c in enumerate(config.location_grid().tolist())}
+    fine = config.location_indices()
     w, p = config.window, config.patch
     nir_f = nir.astype(np.float32)
     ycc_f = ycrcb.astype(np.float32)
@@ -266,9 +265,9 @@ class _Image:
     valid: np.ndarray
 
 
-def _norm_mask(valid: np.ndarray, config: MiningConfig) -> np.ndarray:
+def _norm_mask(valid: np.ndarray, region: str) -> np.ndarray:
     """The pixels whose statistics the photometric normalisation matches (:attr:`MiningConfig.norm_region`)."""
-    return valid & face_mask(config.size) if config.norm_region == "face" else valid
+    return valid & face_mask(valid.shape[0]) if region == "face" else valid
 
 
 #: Counters of one person's stats, summed over people in the summary.
@@ -307,7 +306,7 @@ def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, a
                 failed.append(r.id)
                 continue
             src, face, img, valid = loaded
-            mask = _norm_mask(valid, config)
+            mask = _norm_mask(valid, config.norm_region)
             if modality == "nir":
                 img = match_mean_std(img, reference.nir_mean, reference.nir_std, mask=mask)
             else:
@@ -385,7 +384,7 @@ def _mine_geometric(n: _Image, v: _Image, config: MiningConfig, reference: Refer
     if reg.residual > config.max_residual:
         return None, None, reg
     faces = warp_registered(n.source, v.source, v.face.matrix, reg.offset, config.size)
-    mask = _norm_mask(faces.valid, config)
+    mask = _norm_mask(faces.valid, config.norm_region)
     nir = match_mean_std(faces.nir, reference.nir_mean, reference.nir_std, mask=mask)
     rgb = match_mean_std(faces.rgb, np.array(reference.vis_mean), np.array(reference.vis_std), mask=mask)
     rows, counts = mine_registered_pair(nir, cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb), faces, config)

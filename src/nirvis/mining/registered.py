@@ -21,6 +21,7 @@ cameras' parallax, so the whole pair can be registered at once:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -29,7 +30,7 @@ import numpy as np
 from nirvis.faces.align import valid_mask, warp_to_template
 from nirvis.faces.types import Face
 from nirvis.mining.config import MiningConfig
-from nirvis.mining.score import score_pair
+from nirvis.mining.score import gradient_magnitude, score_pair
 from nirvis.mining.windows import centre_crop, window_grid
 
 __all__ = ["PairRegistration", "face_mask", "register_frames", "shifted_matrix", "warp_registered",
@@ -54,7 +55,7 @@ class PairRegistration:
     landmark_offset
         The first estimate, from the two frames' landmarks alone.
     refined
-        Whether the ECC refinement converged (else ``offset == landmark_offset``).
+        Whether the correlation refinement was kept (else ``offset == landmark_offset``).
     residual
         Mean distance, in source pixels, between the NIR landmarks and the VIS landmarks moved by ``offset``:
         the registration error as far as the landmark detector can see it (its own noise included).
@@ -66,12 +67,16 @@ class PairRegistration:
     residual: float
 
 
+@functools.lru_cache(maxsize=4)
 def face_mask(size: int = 224) -> np.ndarray:
     """``(size, size)`` bool mask of the face region of the template (an ellipse through the forehead, the
-    cheeks and the chin, from the template's anchors: eyes at y = 92, mouth at y = 163 for 224)."""
+    cheeks and the chin, from the template's anchors: eyes at y = 92, mouth at y = 163 for 224). Read-only:
+    computed once per size."""
     s = size / 224.0
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    return ((xx - 112 * s) / (66 * s)) ** 2 + ((yy - 124 * s) / (84 * s)) ** 2 <= 1.0
+    mask = ((xx - 112 * s) / (66 * s)) ** 2 + ((yy - 124 * s) / (84 * s)) ** 2 <= 1.0
+    mask.flags.writeable = False
+    return mask
 
 
 def _source_points(face: Face) -> np.ndarray:
@@ -82,8 +87,9 @@ def _source_points(face: Face) -> np.ndarray:
 
 
 def _gradient(gray: np.ndarray) -> np.ndarray:
-    g = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 1.0)
-    return cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3))
+    """Gradient magnitude of the slightly blurred frame, float32 (:func:`~nirvis.mining.score.gradient_magnitude`:
+    the same for any memory address, so that a store does not depend on the worker that mined it)."""
+    return gradient_magnitude(cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 1.0)).astype(np.float32)
 
 
 def register_frames(nir: np.ndarray, vis_gray: np.ndarray, nir_face: Face, vis_face: Face,
@@ -219,7 +225,7 @@ def mine_registered_pair(nir: np.ndarray, ycrcb: np.ndarray, faces: RegisteredFa
     """
     size, w, p = config.size, config.window, config.patch
     m = (w - p) // 2
-    fine = {tuple(c): i for i, c in enumerate(config.location_grid().tolist())}
+    fine = config.location_indices()
     inside_face = face_mask(size)
     rows: dict[str, list] = {k: [] for k in ("nir", "ycc", "loc_index", "s1", "s2", "scored_s1", "scored_s2")}
     counts = {"windows": 0, "kept": 0, **{k: 0 for k in REJECT_KINDS}}
