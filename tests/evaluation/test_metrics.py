@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nirvis.evaluation.metrics import (cmc, cosine_scores, evaluate_identification, identification_ranks,
-                                       mean_std, rank_k, roc, vr_at_far)
+                                       mean_std, rank_k, roc, roc_at_far, vr_at_far)
 
 
 def test_ranks_by_hand():
@@ -28,6 +28,16 @@ def test_roc_and_vr_at_far_by_hand():
     far, vr, _ = roc(scores, ["a", "b"], ["a", "b"])
     assert vr_at_far(far, vr, 0.0) == pytest.approx(0.5)  # threshold above 0.5 keeps only 0.9
     assert vr_at_far(far, vr, 0.5) == pytest.approx(1.0)  # one impostor of two accepted
+
+
+def test_roc_at_far_gives_the_operating_threshold_by_hand():
+    # genuine 0.9, 0.4; impostors 0.5, 0.1
+    scores = np.array([[0.9, 0.5], [0.1, 0.4]])
+    sampled = roc_at_far(*roc(scores, ["a", "b"], ["a", "b"]), targets=[0.0, 0.5, 1.0])
+    assert sampled["vr"] == pytest.approx([0.5, 1.0, 1.0])
+    assert sampled["far"] == pytest.approx([0.0, 0.5, 0.5])  # FAR 1.0 is not needed for VR 1.0
+    assert sampled["threshold"] == pytest.approx([0.9, 0.4, 0.4])  # accept score >= threshold
+    assert roc_at_far(np.array([0.2]), np.array([0.3]), np.array([0.7]), targets=[0.1])["threshold"] == [np.inf]
 
 
 def test_roc_counts_failed_probes_in_the_denominators():

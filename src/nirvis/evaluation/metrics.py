@@ -26,8 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["cosine_scores", "identification_ranks", "cmc", "rank_k", "roc", "vr_at_far", "mean_std",
-           "IdentificationResult", "evaluate_identification"]
+__all__ = ["cosine_scores", "identification_ranks", "cmc", "rank_k", "roc", "vr_at_far", "roc_at_far", "mean_std",
+           "IdentificationResult", "evaluate_identification", "FAR_GRID"]
+
+#: FAR values at which :func:`roc_at_far` samples a ROC for ``evaluate --json`` (log-spaced, 1e-5 .. 1).
+FAR_GRID = tuple(float(f) for f in np.logspace(-5, 0, 26))
 
 
 def cosine_scores(probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -155,6 +158,23 @@ def vr_at_far(far: np.ndarray, vr: np.ndarray, target: float) -> float:
     return float(vr[ok].max()) if ok.any() else 0.0
 
 
+def roc_at_far(far: np.ndarray, vr: np.ndarray, thresholds: np.ndarray,
+               targets: Sequence[float] = FAR_GRID) -> dict[str, list[float]]:
+    """The ROC sampled at ``targets``: for each target FAR, the operating point of :func:`vr_at_far` (the
+    highest VR with ``far <= target``), its actual FAR and its score threshold (accept ``score >= threshold``;
+    ``inf`` where no point qualifies, i.e. accept nothing). Small enough to keep in a JSON file per split."""
+    far, vr, thresholds = (np.asarray(a, dtype=np.float64) for a in (far, vr, thresholds))
+    out: dict[str, list[float]] = {"far_target": [], "far": [], "vr": [], "threshold": []}
+    for t in targets:
+        ok = np.flatnonzero(far <= t + 1e-12)
+        i = ok[np.argmax(vr[ok])] if ok.size else None
+        out["far_target"].append(float(t))
+        out["far"].append(float(far[i]) if i is not None else 0.0)
+        out["vr"].append(float(vr[i]) if i is not None else 0.0)
+        out["threshold"].append(float(thresholds[i]) if i is not None else float("inf"))
+    return out
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and (population) standard deviation over folds."""
     v = np.asarray(values, dtype=np.float64)
@@ -174,6 +194,7 @@ class IdentificationResult:
     n_failed: int
     n_gallery: int = 0
     n_gallery_failed: int = 0
+    roc: dict | None = None
 
 
 def evaluate_identification(probe_features: np.ndarray, probe_labels: Sequence, gallery_features: np.ndarray,
@@ -209,11 +230,14 @@ def evaluate_identification(probe_features: np.ndarray, probe_labels: Sequence, 
     has_genuine = any(p in people for p in probe_people)
     has_impostor = len(people) > 1 or any(p not in people for p in probe_people)
     if has_genuine and has_impostor:
-        far, vr, _ = roc(s, probe_labels, gallery_labels, ok, gok)
+        far, vr, thr = roc(s, probe_labels, gallery_labels, ok, gok)
         v2, v3 = vr_at_far(far, vr, 1e-2), vr_at_far(far, vr, 1e-3)
+        sampled = roc_at_far(far, vr, thr)
     else:
         v2 = v3 = float("nan")
+        sampled = None
     return IdentificationResult(
         rank1=rank_k(ranks, 1), rank5=rank_k(ranks, 5), vr_far_1e2=v2, vr_far_1e3=v3, cmc=cmc(ranks, max_rank),
         n_probes=len(ranks), n_failed=int((~ok).sum()), n_gallery=len(gok), n_gallery_failed=int((~gok).sum()),
+        roc=sampled,
     )

@@ -190,7 +190,8 @@ def _evaluate_config(protocol: str, splits: Sequence[Split], fs: FeatureSet, nam
             raise _ConfigError(f"{protocol} split {split.name}, configuration {name!r}: {exc}") from exc
         per_split.append({"split": split.name, "rank1": r.rank1, "rank5": r.rank5, "vr_far_1e-2": r.vr_far_1e2,
                           "vr_far_1e-3": r.vr_far_1e3, "n_probes": r.n_probes, "n_failed": r.n_failed,
-                          "n_gallery": r.n_gallery, "n_gallery_failed": r.n_gallery_failed})
+                          "n_gallery": r.n_gallery, "n_gallery_failed": r.n_gallery_failed,
+                          "cmc": [float(c) for c in r.cmc], "roc": r.roc})
         if progress:
             progress(f"{name} {split.name}: rank-1 {100 * r.rank1:.1f}%")
     r1 = mean_std([p["rank1"] for p in per_split])
