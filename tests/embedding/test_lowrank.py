@@ -353,7 +353,7 @@ def test_cv_keeps_the_candidate_with_the_best_held_out_rank1():
 
     X, y, nir, _ = union_of_subspaces(4, n_classes=12, dim=20, per_spectrum=6, shift=3.0, noise=0.2)
     mod = np.where(nir, "nir", "vis")
-    cv = LowRankTransformCV(shift=(False, True), n_components=(None, 6), max_iter=15,
+    cv = LowRankTransformCV(shift=(False, True), n_components=(None, 6), max_iter=15, selection="best",
                             validation_fraction=0.3).fit(X, y, modality=mod)
     assert [(r["shift"], r["n_components"]) for r in cv.cv_results_] == [(False, None), (False, 6), (True, None),
                                                                          (True, 6)]
@@ -366,3 +366,28 @@ def test_cv_keeps_the_candidate_with_the_best_held_out_rank1():
         LowRankTransformCV().fit(X, y)
     with pytest.raises(ValueError, match="shift must hold True / False"):
         LowRankTransformCV(shift=("yes",)).fit(X, y, modality=mod)
+    with pytest.raises(ValueError, match="selection must be 'one_se' or 'best', got 'max'"):
+        LowRankTransformCV(selection="max").fit(X, y, modality=mod)
+
+
+def test_one_se_rule_prefers_the_candidate_that_moved_least_within_one_standard_error():
+    from nirvis.embedding import LowRankTransformCV
+
+    cv = LowRankTransformCV()
+    results = [{"val_rank1": 0.90, "val_margin": 0.3, "best_iteration": 16, "val_se": 0.035},
+               {"val_rank1": 0.88, "val_margin": 0.2, "best_iteration": 30, "val_se": 0.036},
+               {"val_rank1": 0.87, "val_margin": 0.1, "best_iteration": 1, "val_se": 0.037},
+               {"val_rank1": 0.80, "val_margin": 0.5, "best_iteration": 0, "val_se": 0.044}]
+    assert cv._choose(results) == 2  # 0.87 >= 0.90 - 0.035; 0.80 is not
+    assert LowRankTransformCV(selection="best")._choose(results) == 0
+    results[2]["val_rank1"] = 0.86  # now outside one SE: the fewest steps within it is candidate 0
+    assert cv._choose(results) == 0
+    # on data, the chosen candidate is within one SE of the best and took the fewest steps among those
+    X, y, nir, _ = union_of_subspaces(4, n_classes=12, dim=20, per_spectrum=6, shift=3.0, noise=0.2)
+    fit = LowRankTransformCV(n_components=(None, 6), max_iter=15, validation_fraction=0.3).fit(
+        X, y, modality=np.where(nir, "nir", "vis"))
+    top = max(fit.cv_results_, key=lambda r: r["val_rank1"])
+    within = [r for r in fit.cv_results_ if r["val_rank1"] >= top["val_rank1"] - top["val_se"] - 1e-12]
+    chosen = next(r for r in fit.cv_results_ if (r["shift"], r["n_components"]) == tuple(fit.best_params_.values()))
+    assert chosen in within and chosen["best_iteration"] == min(r["best_iteration"] for r in within)
+    assert all(r["val_se"] > 0 for r in fit.cv_results_) or top["val_rank1"] == 1.0

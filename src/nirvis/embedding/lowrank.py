@@ -952,6 +952,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         self.stop_reason_ = res.stop_reason
         self.validation_scores_ = np.asarray(res.val_rank1) if validate is not None else None
         self.validation_margins_ = np.asarray(res.val_margin) if validate is not None else None
+        self.n_validation_probes_ = validate.n_probes if validate is not None else 0
         return self
 
     def _split_people(self, codes: np.ndarray, n_classes: int, is_nir: np.ndarray | None = None) -> np.ndarray:
@@ -997,6 +998,7 @@ class LowRankTransform(LinearEmbeddingMixin, BaseEstimator):
         def validate(T: np.ndarray) -> tuple[float, float]:
             return retrieval_scores(Yp @ T.T, cp, Yg @ T.T, cg, exclude_self=exclude_self)
 
+        validate.n_probes = int(Yp.shape[0])
         return validate
 
     def _more_tags(self) -> dict:
@@ -1008,15 +1010,25 @@ class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
 
     Every combination of ``shift`` (remove the modality means first, or not) and ``n_components`` (the PCA
     dimension) is fitted as a :class:`LowRankTransform` with early stopping, which also chooses the number of
-    steps. All candidates hold out the same people (one ``random_state``); the one with the best held-out
-    NIR -> VIS rank-1 (ties broken by the cosine margin, then by the order of the grid) is kept, fitted as it
-    was. Nothing is chosen by looking at the people an evaluation tests.
+    steps. All candidates hold out the same people (one ``random_state``) and are scored by their held-out
+    NIR -> VIS rank-1. Nothing is chosen by looking at the people an evaluation tests.
+
+    With ``selection="one_se"`` (the default) the one-standard-error rule picks among them (Hastie,
+    Tibshirani & Friedman, *The Elements of Statistical Learning*, Sec. 7.10): of the candidates whose
+    held-out rank-1 is within one binomial standard error of the best, ``sqrt(r (1 - r) / n_probes)``, the
+    one that took the fewest descent steps, i.e. moved least from its start. A held-out set of about 17
+    people scores rank-1 with a standard error of 3-4 points, so differences below that are noise; the rule
+    then prefers the transform that learned least. ``selection="best"`` keeps the best held-out rank-1.
+    Ties are broken by the rank-1, then the cosine margin, then the order of the grid. The chosen candidate
+    is kept, fitted as it was.
 
     Parameters
     ----------
     shift : sequence of bool, default=(False, True)
     n_components : sequence of int or None, default=(None, 64)
         PCA dimensions to try (``None``: every dimension).
+    selection : {"one_se", "best"}, default="one_se"
+        How the held-out scores choose the candidate (see above).
     center, step_size, max_iter, n_iter_no_change, validation_fraction, random_state
         As :class:`LowRankTransform`, for every candidate.
 
@@ -1026,17 +1038,19 @@ class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
         ``{"shift": ..., "n_components": ...}`` of the chosen candidate.
     best_estimator_ : LowRankTransform
     cv_results_ : list of dict
-        Per candidate: its parameters, held-out rank-1 and margin at its best step, and that step.
+        Per candidate: its parameters, held-out rank-1 and margin at its best step, that step, and its
+        binomial standard error ``val_se``.
     components_, mean_, modality_means_, n_components_, objective_history_, best_iteration_, n_iter_,
     stop_reason_, validation_scores_, n_features_in_
         Those of ``best_estimator_``.
     """
 
-    def __init__(self, shift=(False, True), n_components=(None, 64), *, center: bool = False,
-                 step_size: float = 0.1, max_iter: int = 200, n_iter_no_change: int = 20,
+    def __init__(self, shift=(False, True), n_components=(None, 64), *, selection: str = "one_se",
+                 center: bool = False, step_size: float = 0.1, max_iter: int = 200, n_iter_no_change: int = 20,
                  validation_fraction: float = 0.2, random_state=0) -> None:
         self.shift = shift
         self.n_components = n_components
+        self.selection = selection
         self.center = center
         self.step_size = step_size
         self.max_iter = max_iter
@@ -1060,7 +1074,9 @@ class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
 
     def fit(self, X, y, modality=None) -> LowRankTransformCV:
         """Fit every candidate on ``X, y`` (``modality`` required when a candidate shifts) and keep the best."""
-        results, best, best_key = [], None, None
+        if self.selection not in ("one_se", "best"):
+            raise ValueError(f"{type(self).__name__}: selection must be 'one_se' or 'best', got {self.selection!r}")
+        results, fitted = [], []
         for i, cand in enumerate(self._candidates()):
             if cand["shift"] and modality is None:
                 raise ValueError(f"{type(self).__name__}: the candidate shift=True needs modality in fit "
@@ -1074,11 +1090,11 @@ class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
                 est.fit(X, y, modality=modality)
             r1 = float(est.validation_scores_[est.best_iteration_])
             margin = float(est.validation_margins_[est.best_iteration_])
+            se = math.sqrt(r1 * (1.0 - r1) / max(est.n_validation_probes_, 1))
             results.append({**cand, "n_components_": int(est.n_components_), "val_rank1": r1, "val_margin": margin,
-                            "best_iteration": int(est.best_iteration_)})
-            key = (r1, margin, -i)
-            if best_key is None or key > best_key:
-                best, best_key = est, key
+                            "best_iteration": int(est.best_iteration_), "val_se": se})
+            fitted.append(est)
+        best = fitted[self._choose(results)]
         self.cv_results_ = results
         self.best_estimator_ = best
         self.best_params_ = {"shift": best.shift, "n_components": best.n_components}
@@ -1089,6 +1105,16 @@ class LowRankTransformCV(LinearEmbeddingMixin, BaseEstimator):
         logger.info("low-rank selection: %s", ", ".join(
             f"shift={r['shift']} k={r['n_components_']}: {100 * r['val_rank1']:.1f}%" for r in results))
         return self
+
+    def _choose(self, results: list[dict]) -> int:
+        """Index of the chosen candidate in ``results`` (see the class docstring)."""
+        order = sorted(range(len(results)), key=lambda i: (-results[i]["val_rank1"], -results[i]["val_margin"], i))
+        top = results[order[0]]
+        if self.selection == "best":
+            return order[0]
+        floor = top["val_rank1"] - top["val_se"] - 1e-12
+        within = [i for i in order if results[i]["val_rank1"] >= floor]
+        return min(within, key=lambda i: (results[i]["best_iteration"], order.index(i)))
 
     def _more_tags(self) -> dict:
         return {"requires_y": True, "preserves_dtype": [np.float64, np.float32]}
