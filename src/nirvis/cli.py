@@ -194,7 +194,9 @@ def run_evaluation(dataset: str, data: Path | None, protocol: str | None, train_
     _print_report(report)
     if json_out is not None:
         try:
-            atomic_write_json(json_out, report.to_dict())
+            from nirvis.report.provenance import run_info
+
+            atomic_write_json(json_out, {**report.to_dict(), **run_info(rec.embedder)})
         except OSError as exc:
             _fail(f"--json {json_out}: cannot write the results ({exc})")
         typer.echo(f"wrote {json_out}")
@@ -415,7 +417,7 @@ def demo(
 
 @app.command()
 def align(
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders (png, jpg, bmp).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (png, jpg, bmp, tif; 16-bit files are mapped to 8 bits).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Contact sheet PNG to write.")] = Path("aligned.png"),
     channel: Annotated[Optional[str], typer.Option(help="Read only this channel (red for RAP3DF IR, gray).")] = None,
     cols: Annotated[int, typer.Option(min=1, help="Faces per row.")] = 8,
@@ -433,7 +435,7 @@ def align(
     if channel not in (None, "gray", "red", "green", "blue"):
         _fail(f"--channel {channel!r}: use gray, red, green or blue", code=2)
     _check_output_file(output, "--output")
-    exts = {".png", ".jpg", ".jpeg", ".bmp"}
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
     files: list[tuple[Path, Path]] = []  # (file, name under --save-dir: its path below the folder given)
     for p in images:
         if p.is_dir():
@@ -553,11 +555,13 @@ def _register_stage_commands() -> None:
     from nirvis.hallucination.identity_command import train_hallucination_id
     from nirvis.hallucination.train_command import train_hallucination
     from nirvis.mining.command import mine
+    from nirvis.report.command import report
 
     app.command("mine")(mine)
     app.command("train-hallucination")(train_hallucination)
     app.command("train-hallucination-id")(train_hallucination_id)
     app.command("hallucinate")(hallucinate)
+    app.command("report")(report)
 
 
 _register_stage_commands()

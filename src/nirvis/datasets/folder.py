@@ -5,8 +5,9 @@ Layout::
     <root>/<person>/vis/*.jpg     # VIS (RGB) images: the first one (sorted) enrols the person
     <root>/<person>/nir/*.png     # NIR images: every one is a probe
 
-The ``nir``/``vis`` folder names and the extensions (``png``, ``jpg``, ``jpeg``, ``bmp``) are matched
-case-insensitively; hidden files and folders are ignored.
+The ``nir``/``vis`` folder names and the extensions (``png``, ``jpg``, ``jpeg``, ``bmp``, ``tif``, ``tiff``) are
+matched case-insensitively; hidden files and folders are ignored. 16-bit PNG and TIFF files (as NIR cameras write
+them) are read by :func:`nirvis._io.read_image`'s rule.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ __all__ = ["IMAGE_EXTENSIONS", "scan_folder", "folder_split"]
 logger = logging.getLogger(__name__)
 
 #: Image extensions picked up (lower case; matched case-insensitively).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _MODALITY_FOLDERS = ("nir", "vis")
-_LAYOUT_HELP = "expected <root>/<person>/nir/*.png and <root>/<person>/vis/*.jpg (png, jpg, jpeg or bmp)"
+_LAYOUT_HELP = "expected <root>/<person>/nir/*.png and <root>/<person>/vis/*.jpg (png, jpg, jpeg, bmp or tif)"
 
 
 def _visible_dirs(folder: Path) -> list[Path]:

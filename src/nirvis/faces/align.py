@@ -95,7 +95,8 @@ def as_gray(image: np.ndarray, source: str | None = None) -> np.ndarray:
     if arr.size == 0:
         raise ImageError(f"{where}empty image (shape {arr.shape})")
     if arr.dtype != np.uint8:
-        raise ImageError(f"{where}image dtype is {arr.dtype}; nirvis needs 8-bit (uint8) images")
+        raise ImageError(f"{where}image dtype is {arr.dtype}; nirvis needs 8-bit (uint8) images: map a deeper "
+                         "one with nirvis._io.to_8bit, as read_image does for 16-bit files")
     if arr.ndim == 2:
         return arr
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -103,7 +104,8 @@ def as_gray(image: np.ndarray, source: str | None = None) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 3:
         return cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY)
     if arr.ndim == 3 and arr.shape[2] == 4:
-        raise ImageError(f"{where}image has 4 channels (alpha?); give a gray or RGB image")
+        raise ImageError(f"{where}image has 4 channels (alpha?); give a gray or RGB image (read_image drops "
+                         "an opaque alpha channel)")
     raise ImageError(f"{where}image of shape {arr.shape}; expected (H, W) gray or (H, W, 3) RGB")
 
 

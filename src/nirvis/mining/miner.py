@@ -284,7 +284,7 @@ def mine_person(job: PersonJob, config: MiningConfig, reference: Reference, *, a
     paired with every VIS image. A NIR frame and the VIS frame taken with it are mined in the geometric
     mode when ``config.simultaneous == "geometric"`` (:mod:`nirvis.mining.registered`); every other pair
     by the paper's tests. Images with no face (``not_aligned``) and images that cannot be used
-    (``unreadable``: missing, corrupt, 16-bit, ...; with the reason) are recorded in the stats and skipped.
+    (``unreadable``: missing, corrupt, translucent, ...; with the reason) are recorded in the stats and skipped.
     Rows are ordered by NIR capture id, then VIS capture id, then window location; ``mode`` is 1 for the
     rows of geometric pairs, 0 for the others.
 

@@ -1,0 +1,107 @@
+"""Cheap plots of results already computed: CMC and ROC curves of Table 2's rows (paper Sec. 5), as PNG bytes.
+
+matplotlib is driven through its object API on the Agg canvas: no pyplot state, no display needed."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from nirvis.report.results import Row
+
+__all__ = ["mean_cmc", "mean_roc", "cmc_png", "roc_png"]
+
+
+def mean_cmc(row: Row) -> np.ndarray | None:
+    """``(K,)`` identification rate at ranks 1..K, the mean over the row's splits (K: the shortest split's
+    CMC); ``None`` when no split recorded one."""
+    curves = [s.cmc for s in row.splits if s.cmc is not None and len(s.cmc)]
+    if not curves:
+        return None
+    k = min(len(c) for c in curves)
+    return np.nanmean(np.stack([c[:k] for c in curves]), axis=0)
+
+
+def mean_roc(row: Row) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(far_targets, mean VR, measured)``: the mean over the row's splits of the VR at each sampled FAR target
+    (splits sampled at other targets, or without a ROC, are left out). ``measured`` is False at targets where no
+    split's operating point had a single false accept: there the FAR is below what the split can measure, and
+    the VR is that of accepting no impostor at all. ``None`` when no split has a ROC."""
+    rocs = [s.roc for s in row.splits if s.roc is not None]
+    if not rocs:
+        return None
+    targets = rocs[0]["far_target"]
+    same = [r for r in rocs if len(r["far_target"]) == len(targets) and np.allclose(r["far_target"], targets)]
+    vr = np.nanmean(np.stack([r["vr"] for r in same]), axis=0)
+    if all("far" in r for r in same):
+        measured = np.nanmax(np.stack([r["far"] for r in same]), axis=0) > 0
+    else:
+        measured = np.ones(len(targets), bool)
+    return targets, vr, measured
+
+
+def _figure(width: float = 6.4, height: float = 4.4):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def cmc_png(rows: Sequence[Row], title: str = "") -> bytes | None:
+    """CMC curves (identification rate against rank 1..20, mean over splits) of ``rows``, as PNG bytes;
+    ``None`` when no row has a CMC."""
+    curves = [(r.config, c) for r in rows if (c := mean_cmc(r)) is not None]
+    if not curves:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, c in curves:
+        ax.plot(np.arange(1, len(c) + 1), 100 * c, marker="o", ms=3, lw=1.5, label=name)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate (%)")
+    ax.set_xlim(1, max(len(c) for _, c in curves))
+    ax.set_xticks(range(1, max(len(c) for _, c in curves) + 1, 2 if max(len(c) for _, c in curves) > 10 else 1))
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "CMC (mean over splits)", fontsize=10)
+    return _png(fig)
+
+
+def roc_png(rows: Sequence[Row], title: str = "") -> bytes | None:
+    """ROC curves (verification rate against false-accept rate, log axis; mean VR over splits at each sampled
+    FAR) of ``rows``, as PNG bytes, with FAR = 1% and 0.1% marked; the part below the smallest measurable FAR
+    (see :func:`mean_roc`) is dotted. ``None`` when no row has a ROC."""
+    curves = [(r.config, c) for r in rows if (c := mean_roc(r)) is not None]
+    if not curves:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, (far, vr, measured) in curves:
+        line, = ax.plot(np.where(measured, far, np.nan), 100 * np.where(measured, vr, np.nan), marker="o", ms=3,
+                        lw=1.5, label=name)
+        if not measured.all():  # below the smallest measurable FAR: dotted, open markers
+            last = int(np.flatnonzero(~measured).max())
+            upto = min(last + 2, len(far))  # joined to the first measured point
+            ax.plot(far[:upto], 100 * vr[:upto], marker="o", ms=3, lw=1, ls=":", mfc="none", color=line.get_color())
+    for far in (1e-3, 1e-2):
+        ax.axvline(far, color="0.5", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("verification rate (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "ROC (mean VR over splits; dashed: FAR 0.1% and 1%; dotted: no false accept)",
+                 fontsize=10)
+    return _png(fig)

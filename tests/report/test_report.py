@@ -1,0 +1,320 @@
+"""nirvis report: the page, its images and its numbers, from a synthetic results file (no data needed), and
+end to end from a real evaluation (with data)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from nirvis.cli import app
+from nirvis.report.page import ReportConfig, write_report
+from nirvis.report.results import ResultsError, load_results
+from nirvis.report.summary import compare, verdict
+
+runner = CliRunner()
+
+FAR_GRID = [float(v) for v in np.logspace(-5, 0, 26)]
+
+
+def _split(name: str, rank1: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    cmc = np.minimum(1.0, rank1 + np.cumsum(np.r_[0.0, rng.uniform(0.0, 0.03, 19)]))
+    vr = np.clip(rank1 * 0.8 + 0.15 * (np.log10(FAR_GRID) + 5) / 5, 0, 1)
+    far = [0.0 if t < 3e-4 else t * 0.9 for t in FAR_GRID]  # no false accept below one impostor pair
+    return {"split": name, "rank1": rank1, "rank5": float(cmc[4]), "vr_far_1e-2": float(vr[15]),
+            "vr_far_1e-3": float(vr[10]), "n_probes": 100, "n_failed": 2, "n_gallery": 20, "n_gallery_failed": 0,
+            "cmc": [float(c) for c in cmc], "roc": {"far_target": FAR_GRID, "far": far, "vr": [float(v) for v in vr],
+                                                    "threshold": [0.9 - 0.02 * i for i in range(26)]}}
+
+
+def _row(name: str, rank1s: list[float]) -> dict:
+    splits = [_split(f"s{i}", r, seed=i + 7 * len(name)) for i, r in enumerate(rank1s)]
+    r1 = np.array(rank1s)
+    v2 = np.array([s["vr_far_1e-2"] for s in splits])
+    v3 = np.array([s["vr_far_1e-3"] for s in splits])
+    return {"config": name, "rank1_mean": float(r1.mean()), "rank1_std": float(r1.std()),
+            "vr_far_1e-2": float(v2.mean()), "vr_far_1e-2_std": float(v2.std()),
+            "vr_far_1e-3": float(v3.mean()), "vr_far_1e-3_std": float(v3.std()),
+            "n_probes": 100 * len(splits), "n_failed_alignment": 2 * len(splits), "n_gallery_failed": 0,
+            "n_splits": len(splits), "splits": splits}
+
+
+RAW = [0.60, 0.62, 0.58, 0.64, 0.61]
+H = [0.66, 0.69, 0.63, 0.70, 0.68]       # better on every split: helped
+LR = [0.61, 0.60, 0.60, 0.63, 0.62]      # +0.2 points, mixed: no clear difference
+HLR = [0.55, 0.57, 0.52, 0.58, 0.56]     # worse on every split: hurt
+
+
+@pytest.fixture()
+def results_file(tmp_path):
+    """A results file of evaluate --json's layout, with four rows, a failed one, a name to escape, and
+    alignment failures: an RGB image, a NIR image kept in the red channel, a corrupt file and a missing one."""
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (149, 119, 3)).astype(np.uint8)).save(imgs / "rgb_A.bmp")
+    ir = np.zeros((149, 119, 3), np.uint8)
+    ir[..., 0] = rng.integers(0, 256, (149, 119))
+    Image.fromarray(ir).save(imgs / "ir_B.bmp")
+    (imgs / "broken.png").write_bytes(b"not a png")
+    failures = [
+        {"capture_id": "p1/A/vis", "path": str(imgs / "rgb_A.bmp"), "reason": f"{imgs / 'rgb_A.bmp'}: no face found"},
+        {"capture_id": "p2/B/nir", "path": "images/ir_B.bmp", "reason": "images/ir_B.bmp: no face found <tried>"},
+        {"capture_id": "p3/C/nir", "path": str(imgs / "broken.png"), "reason": "unreadable or corrupt image"},
+        {"capture_id": "p4/D/vis", "path": str(tmp_path / "gone.bmp"), "reason": "no such image file"},
+    ]
+    data = {"protocol": "synthetic-5x", "results": [
+        _row("raw", RAW), _row("H", H), _row("LR", LR), _row("H+LR", HLR), _row('<b>x</b> & "q"', RAW),
+        {"config": "itml", "error": "synthetic-5x split s0, configuration 'itml': too few training people",
+         "rank1_mean": float("nan"), "n_probes": 0, "n_failed_alignment": 0, "n_splits": 5, "splits": []}],
+        "alignment": {"nir_rate": 0.98, "nir_images": 100, "nir_failed": 2, "vis_rate": 0.99, "vis_images": 100,
+                      "vis_failed": 1, "failures": failures},
+        "command": "nirvis evaluate --dataset rap3df -e lowrank --json r.json", "cwd": str(tmp_path),
+        "created": "2025-01-02T03:04:05+00:00", "versions": {"python": "3.11.7", "nirvis": "0.1.0"},
+        "embedder": {"name": "dlib-resnet128", "fingerprint": "dlib-resnet128:abc"}}
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(data))  # NaN written as JSON's NaN literal, as atomic_write_json does
+    return p
+
+
+def _table_cells(page: str) -> dict[str, list[str]]:
+    table = page[page.index('<table class="results">'):page.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    out = {}
+    for r in rows[1:]:
+        cells = re.findall(r"<td>(.*?)</td>", r)
+        out[cells[0]] = cells[1:]
+    return out
+
+
+def test_report_writes_the_page_its_images_and_the_numbers(results_file, tmp_path):
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["report", "--from", str(results_file), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out / 'index.html'}" in res.output
+    page = (out / "index.html").read_text(encoding="utf-8")
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs == ["figures/cmc.png", "figures/roc.png", "failures/0000.png", "failures/0001.png"]
+    for src in srcs:
+        with Image.open(out / src) as im:
+            assert im.format == "PNG" and min(im.size) > 50
+    assert sorted(p.name for p in out.iterdir()) == ["failures", "figures", "index.html"]
+    assert not list(out.rglob(".*"))  # no temporary files left
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<script" not in page  # readable offline
+    # Table 2 holds the file's numbers: rank-1 mean ± std, VR@1%, VR@0.1% (%), probes, failures
+    cells = _table_cells(page)
+    raw = json.loads(results_file.read_text())["results"][0]
+    assert cells["raw"] == [f"{100 * raw['rank1_mean']:.1f} ± {100 * raw['rank1_std']:.1f}",
+                            f"{100 * raw['vr_far_1e-2']:.1f} ± {100 * raw['vr_far_1e-2_std']:.1f}",
+                            f"{100 * raw['vr_far_1e-3']:.1f} ± {100 * raw['vr_far_1e-3_std']:.1f}", "500", "10 / 0"]
+    assert cells["raw"][0] == "61.0 ± 2.0" and cells["H"][0] == "67.2 ± 2.5"
+    assert list(cells) == ["raw", "H", "LR", "H+LR", "&lt;b&gt;x&lt;/b&gt; &amp; &quot;q&quot;"]
+    assert "failed: synthetic-5x split s0, configuration &#x27;itml&#x27;: too few training people" in page
+    assert "<b>x</b>" not in page and "<tried>" not in page and "&lt;tried&gt;" in page  # all text escaped
+    # the sentence, from the numbers
+    assert "On this data, H helped: rank-1 went from 61.0% (raw) to 67.2% (H), +6.2 points on average over 5 " \
+           "splits, better on 5, worse on 0" in page
+    assert "LR made no clear difference" in page and "H+LR hurt" in page and "H on top of LR hurt" in page
+    # how it was made
+    assert "nirvis evaluate --dataset rap3df -e lowrank --json r.json" in page
+    assert "dlib-resnet128:abc" in page and "3.11.7" in page and "2025-01-02T03:04:05+00:00" in page
+    # failures: two thumbnails with reasons, the corrupt and the missing file as text
+    assert "ir_B.bmp" in page and "no face found &lt;tried&gt;" in page
+    assert "broken.png" in page and "(cannot be shown:" in page
+    assert "gone.bmp" in page and "(file not found now)" in page
+    assert "keep it to yourself" in page
+    with Image.open(out / "failures" / "0001.png") as im:
+        assert im.mode == "L"  # the NIR kept in the red channel is shown in gray
+
+
+def test_report_is_reproducible_and_replaces_its_own_files(results_file, tmp_path):
+    out = tmp_path / "report"
+    write_report(results_file, out)
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    write_report(results_file, out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+    write_report(results_file, out, ReportConfig(max_failures=1))  # fewer thumbnails: the old one goes
+    assert sorted(p.name for p in (out / "failures").iterdir()) == ["0000.png"]
+    page = (out / "index.html").read_text()
+    assert "1 shown, 3 listed below" in page and "ir_B.bmp" in page
+
+
+def test_blur_faces_blurs_every_face(results_file, tmp_path):
+    import cv2
+
+    plain, blurred = tmp_path / "plain", tmp_path / "blurred"
+    write_report(results_file, plain)
+    res = runner.invoke(app, ["report", "--from", str(results_file), "-o", str(blurred), "--blur-faces"])
+    assert res.exit_code == 0, res.output
+    assert "(faces blurred)" in res.output
+    page = (blurred / "index.html").read_text()
+    assert "Every face image in this report is blurred." in page and "2 shown (blurred)" in page
+    for name in ("0000.png", "0001.png"):
+        a = np.asarray(Image.open(plain / "failures" / name), dtype=np.float64)
+        b = np.asarray(Image.open(blurred / "failures" / name), dtype=np.float64)
+        assert a.shape == b.shape
+        sharp, soft = cv2.Laplacian(a, cv2.CV_64F).var(), cv2.Laplacian(b, cv2.CV_64F).var()
+        assert soft < sharp / 100, (name, sharp, soft)  # no detail left, only the overall tone
+        assert abs(a.mean() - b.mean()) < 5
+
+
+def test_report_refuses_a_folder_that_is_not_a_report_and_bad_results(results_file, tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["report", "--from", str(results_file), "-o", str(busy)])
+    assert res.exit_code == 2
+    assert "the folder is not empty and holds no nirvis report" in " ".join(res.output.split())
+    assert (busy / "notes.txt").read_text() == "mine" and not (busy / "index.html").exists()
+    res = runner.invoke(app, ["report", "--from", str(tmp_path / "none.json"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "none.json: no such results file" in " ".join(res.output.split())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"protocol": "x"}')
+    with pytest.raises(ResultsError, match=r"bad\.json: not a results file of 'nirvis evaluate --json'"):
+        load_results(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ResultsError, match=r"bad\.json: not a readable JSON results file"):
+        load_results(bad)
+    res = runner.invoke(app, ["report", "--from", str(results_file), "-o", str(bad)])
+    assert res.exit_code == 2 and "bad.json: is a file, not a folder" in " ".join(res.output.split())
+
+
+def test_old_results_without_curves_or_provenance_still_make_a_page(results_file, tmp_path):
+    data = json.loads(results_file.read_text())
+    for key in ("command", "cwd", "created", "versions", "embedder"):
+        del data[key]
+    for row in data["results"]:
+        for s in row.get("splits", []):
+            del s["cmc"], s["roc"]
+    data["alignment"]["failures"] = []
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    page = write_report(old, tmp_path / "r").read_text()
+    assert "does not record its command" in page and "not recorded in the results file" in page
+    assert "holds no CMC or ROC per split" in page and "Every image was aligned." in page
+    assert "<img" not in page and "keep it to yourself" not in page
+
+
+def test_verdict_rules(results_file):
+    res = load_results(results_file)
+    c = compare(res.row("H"), res.row("raw"))
+    assert (c.outcome, c.n_splits, c.better, c.worse) == ("helped", 5, 5, 0)
+    assert math.isclose(c.mean_diff, np.mean(np.array(H) - np.array(RAW)))
+    assert compare(res.row("LR"), res.row("raw")).outcome == "no clear difference"
+    assert compare(res.row("H+LR"), res.row("raw")).outcome == "hurt"
+    assert res.row("itml") is None  # a failed row is never compared
+    one = load_results(results_file)
+    import dataclasses
+
+    rows = tuple(dataclasses.replace(r, splits=r.splits[:1]) for r in one.rows if r.config in ("raw", "LR"))
+    sentence, comps = verdict(dataclasses.replace(one, rows=rows))
+    assert [c.outcome for c in comps] == ["one split"]
+    assert "cannot tell an effect from chance" in sentence
+    sentence, comps = verdict(dataclasses.replace(one, rows=rows[:1]))
+    assert comps == [] and "hold no H or LR row" in sentence
+
+
+def test_run_info_records_the_command_versions_and_embedder(monkeypatch, tmp_path):
+    from nirvis.report.provenance import command_line, run_info
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["/usr/bin/nirvis", "evaluate", "--data", "my data", "--json", "r.json"])
+
+    class Emb:
+        name, fingerprint = "dlib-resnet128", "dlib-resnet128:0123456789"
+
+    info = run_info(Emb())
+    assert info["command"] == "nirvis evaluate --data 'my data' --json r.json"
+    assert info["cwd"] == str(tmp_path)
+    assert info["embedder"] == {"name": "dlib-resnet128", "fingerprint": "dlib-resnet128:0123456789"}
+    assert {"python", "nirvis", "numpy"} <= set(info["versions"])
+    assert command_line(["/venv/lib/python3.11/site-packages/nirvis/cli.py", "demo"]) == "nirvis demo"
+    assert command_line(["/usr/bin/pytest", "-q"]) is None  # another program: unknown, never pytest's argv
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture()
+def chromium(tmp_path):
+    """A headless Chromium (Debian's chromium + chromium-driver) driven by selenium; skips when it is absent."""
+    import os
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.skip(f"headless browser test: {', '.join(missing)} not installed (apt-get install chromium "
+                    "chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,900"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_every_image_of_the_report_loads_in_chromium(results_file, tmp_path, chromium):
+    out = tmp_path / "report"
+    write_report(results_file, out, ReportConfig(blur_faces=True))
+    chromium.get((out / "index.html").as_uri())
+    images = chromium.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    assert [src for src, _, _ in images] == ["figures/cmc.png", "figures/roc.png", "failures/0000.png",
+                                             "failures/0001.png"]
+    assert all(done and width > 0 for _, done, width in images), images
+    assert chromium.title == "nirvis report: synthetic-5x"
+    cell = chromium.execute_script("return document.querySelector('table.results tbody tr td:nth-child(2)').innerText")
+    assert cell == "61.0 ± 2.0"
+    assert "<b>x</b>" in chromium.find_element("css selector", "table.results").text  # shown as text, not markup
+
+
+@pytest.fixture()
+def small_folder(rap3df_root, tmp_path):
+    """root/<person>/{nir,vis} of 3 RAP3DF people, plus a corrupt probe and a probe with no face."""
+    db = json.loads((rap3df_root / "rap3df_data_02" / "database.json").read_text())
+    root = tmp_path / "faces"
+    for person in sorted(db)[:3]:
+        (root / person / "vis").mkdir(parents=True)
+        (root / person / "nir").mkdir(parents=True)
+        shutil.copy(rap3df_root / db[person]["front"][0]["rgb"], root / person / "vis" / "a.bmp")
+        ir = np.asarray(Image.open(rap3df_root / db[person]["left"][0]["ir_with_bg"]))[:, :, 0]
+        Image.fromarray(ir).save(root / person / "nir" / "0.png")
+    first = root / sorted(db)[0] / "nir"
+    (first / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(np.full((120, 100), 90, np.uint8)).save(first / "blank.png")
+    return root
+
+
+@pytest.mark.data
+def test_report_from_a_real_evaluation(small_folder, tmp_path, monkeypatch):
+    out = tmp_path / "res.json"
+    argv = ["nirvis", "evaluate", "--dataset", "folder", "--data", str(small_folder), "--json", str(out),
+            "--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.setattr("sys.argv", argv)
+    res = runner.invoke(app, argv[1:])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert rep["command"] == " ".join(argv) and rep["embedder"]["name"] and rep["versions"]["nirvis"]
+    res = runner.invoke(app, ["report", "--from", str(out), "-o", str(tmp_path / "report"), "--blur-faces"])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert _table_cells(page)["raw"][0] == f"{100 * rep['results'][0]['rank1_mean']:.1f}"  # one split: no ±
+    assert "blank.png" in page and "no face found" in page  # thumbnail, blurred
+    assert "broken.png" in page and "(cannot be shown:" in page
+    assert (tmp_path / "report" / "failures" / "0000.png").is_file()
+    assert (tmp_path / "report" / "figures" / "cmc.png").is_file()
