@@ -69,6 +69,21 @@ def test_training_saves_a_model_that_evaluate_can_use(tmp_path) -> None:
         IdentityTrainConfig(batch_size=0)
 
 
+def test_without_normalisation_step_0_is_the_nir_face_as_it_is() -> None:
+    from nirvis.hallucination.io import HallucinationModel
+
+    faces = [_face(s) for s in range(2)]
+    stats = {"nir_mean": 110.0, "nir_std": 40.0, "region": "face"}
+    kept = prepare_faces(faces, ["a", "b"], {**stats, "normalize": False})
+    np.testing.assert_array_equal(kept.nir, np.stack([f.image for f in faces]))
+    assert not np.array_equal(prepare_faces(faces, ["a", "b"], stats).nir, kept.nir)  # the default normalises
+    hal = Hallucinator(HallucinationModel(identity_nets("cpu").eval(), {**stats, "normalize": False}), blend=None,
+                       method="direct")
+    out = hal.hallucinate(faces[0].image)
+    # neutral chroma: an RGB gray equal to the NIR, up to the YCrCb round trip
+    assert np.abs(out.rgb[0].astype(int) - faces[0].image[:, :, None].astype(int)).max() <= 1
+
+
 def test_evaluate_names_identity_rows_and_takes_their_blend(tmp_path) -> None:
     import json
 
@@ -117,3 +132,4 @@ def test_command_trains_a_model_on_real_faces(rap3df_root, tmp_path) -> None:
     model = load_model(out)
     assert sorted(model.meta["train_people"]) == people[:5] and not set(model.meta["train_people"]) & set(people[5:])
     assert model.meta["training"]["kind"] == "identity" and model.reference["region"] == "face"
+    assert model.reference["normalize"] is False  # the default: the NIR faces as they are

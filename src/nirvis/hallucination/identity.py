@@ -7,8 +7,10 @@ and the loss is a softmax cross-entropy over the training people: the cosine of 
 descriptor to each training person's mean VIS descriptor, scaled by :attr:`IdentityTrainConfig.scale`. The
 recogniser's weights never change; only the hallucination networks learn.
 
-The networks start as the identity (Y = the normalised NIR, neutral chroma), so step 0 is the NIR face as it
-is. A share of the training people is held out; their NIR -> VIS rank-1 through the hallucination is measured
+The networks start as the identity (Y = the NIR, neutral chroma). By default the NIR faces are *not*
+photometrically normalised (the reference records ``"normalize": false``), so step 0 is exactly the NIR face
+the recogniser sees without hallucination: a mean/std normalisation alone changed dlib's rank-1 by -1.3 to -3.4
+points on RAP3DF splits whose validation kept step 0 (docs/BENCHMARKS.md). A share of the training people is held out; their NIR -> VIS rank-1 through the hallucination is measured
 every :attr:`IdentityTrainConfig.val_every` steps, and the best state (step 0 included) is the model that is
 saved, with its validation curve. The model is a regular hallucination model folder (``nirvis evaluate
 --hallucination MODEL --alpha 0``): no eq. (1) blend was trained with it.
@@ -304,7 +306,7 @@ def _face_region_stats(face: Face) -> np.ndarray:
                                           & face_mask(side)))
 
 
-def training_data(rec, train: Sequence, *, workers: int = 1,
+def training_data(rec, train: Sequence, *, workers: int = 1, normalize: bool = False,
                   progress: Callable[[int], None] | None = None) -> tuple[FaceBatch, np.ndarray, dict[str, Any]]:
     """What :func:`train_identity_hallucination` needs from a split's training samples
     (:class:`~nirvis.datasets.Sample`), with ``rec`` (a :class:`~nirvis.pipeline.Recognizer` with dlib's
@@ -313,7 +315,9 @@ def training_data(rec, train: Sequence, *, workers: int = 1,
     - the aligned NIR faces of the training people who also have an aligned VIS face, prepared;
     - each such person's VIS centroid: the mean of their VIS descriptors (``rec``'s features), L2-normalised;
     - the photometric reference: the medians, over those NIR (and VIS) faces, of the face region's mean and
-      standard deviation (``"region": "face"``), so that no single odd capture sets it.
+      standard deviation (``"region": "face"``), so that no single odd capture sets it. The NIR faces are
+      normalised to it only when ``normalize`` is True; otherwise it is recorded with ``"normalize": false``
+      and the faces are used as they are, in training and at inference.
 
     Faces that cannot be aligned are left out (the count is in the returned batch's size).
     """
@@ -346,6 +350,6 @@ def training_data(rec, train: Sequence, *, workers: int = 1,
     vs = np.median(np.array(vis_stats), axis=0)
     reference = {"nir_mean": float(nm), "nir_std": float(ns), "vis_mean": vs[:3].tolist(), "vis_std": vs[3:].tolist(),
                  "region": "face", "nir_id": "median of the training NIR faces",
-                 "vis_id": "median of the training VIS faces"}
+                 "vis_id": "median of the training VIS faces", "normalize": bool(normalize)}
     batch = prepare_faces(faces, people, reference)
     return batch, np.stack([centroid[p] for p in batch.people]), reference

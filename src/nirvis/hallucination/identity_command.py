@@ -30,6 +30,7 @@ def train_hallucination_id(
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the person split, initialisation and batches.")] = 0,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise the NIR faces' mean and std to the training median first (the paper's mining step); off by default, so step 0 is the NIR face as it is.")] = False,
 ) -> None:
     """Train the Y/Cb/Cr networks for recognition (beyond the paper): an identity loss through dlib's frozen
     ResNet on whole aligned NIR faces, the step chosen by held-out training people's rank-1.
@@ -63,7 +64,7 @@ def train_hallucination_id(
     rec = Recognizer("dlib", cache=FeatureCache())
     typer.echo(f"preparing the faces of {len(people)} training people of {name} {split_name}", err=True)
     try:
-        batch, centroids, reference = training_data(rec, train)
+        batch, centroids, reference = training_data(rec, train, normalize=normalize)
         typer.echo(f"{len(batch.nir)} NIR faces of {len(batch.people)} people; training for {max_minutes:g} min",
                    err=True)
         record = train_identity_hallucination(

@@ -225,6 +225,8 @@ class Hallucinator:
 
     def _normalize(self, arr: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         ref = self.model.reference
+        if ref.get("normalize", True) is False:  # a model trained on the NIR faces as they are (e.g. H(id))
+            return arr.copy()
         if ref.get("region", "frame") == "face":  # statistics of the face region, as the store's mining measured them
             from nirvis.mining.registered import face_mask
 
