@@ -551,17 +551,23 @@ def models_fetch(
 
 def _register_stage_commands() -> None:
     # These modules import only typer and the standard library at the top.
+    from nirvis.gallery.command import enroll, gallery_app, identify
     from nirvis.hallucination.command import hallucinate
     from nirvis.hallucination.identity_command import train_hallucination_id
     from nirvis.hallucination.train_command import train_hallucination
     from nirvis.mining.command import mine
     from nirvis.report.command import report
+    from nirvis.service.command import serve
 
     app.command("mine")(mine)
     app.command("train-hallucination")(train_hallucination)
     app.command("train-hallucination-id")(train_hallucination_id)
     app.command("hallucinate")(hallucinate)
     app.command("report")(report)
+    app.command("serve")(serve)
+    app.command("enroll")(enroll)
+    app.command("identify")(identify)
+    app.add_typer(gallery_app, name="gallery")
 
 
 _register_stage_commands()
