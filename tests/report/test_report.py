@@ -239,35 +239,6 @@ def test_run_info_records_the_command_versions_and_embedder(monkeypatch, tmp_pat
     assert command_line(["/usr/bin/pytest", "-q"]) is None  # another program: unknown, never pytest's argv
 
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.fixture()
-def chromium(tmp_path):
-    """A headless Chromium (Debian's chromium + chromium-driver) driven by selenium; skips when it is absent."""
-    import os
-
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        pytest.skip(f"headless browser test: {', '.join(missing)} not installed (apt-get install chromium "
-                    "chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,900"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def test_every_image_of_the_report_loads_in_chromium(results_file, tmp_path, chromium):
     out = tmp_path / "report"
     write_report(results_file, out, ReportConfig(blur_faces=True))

@@ -8,14 +8,11 @@ apt-get). Set ``NIRVIS_SCREENSHOT=docs/service.png`` to keep a screenshot of the
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +20,6 @@ from .helpers import TOKEN, captures
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 #: Blurs every image of the page (dataset faces are not ours to publish), for screenshots. Set through the
 #: CSSOM: the page's Content-Security-Policy refuses an injected <style> element.
 BLUR_JS = ("document.querySelectorAll('img').forEach(i => { i.style.filter = 'blur(16px)'; });"
@@ -35,30 +30,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(f"chromium ({CHROMIUM}) or chromedriver ({CHROMEDRIVER}) is not installed: "
-                    "apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="nirvis-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1100,1100"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -103,47 +74,47 @@ def wait_for(driver, condition, timeout: float = 90.0):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
 
 
-def test_page_identifies_an_enrolled_person(browser, server, rap3df_root, people):
+def test_page_identifies_an_enrolled_person(chromium, server, rap3df_root, people):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     person = people[0]
     nir = captures(rap3df_root, person)[0]["ir"]
-    browser.get(server + "/")
-    wait_for(browser, lambda d: "10 people" in d.find_element(By.ID, "status").text)
-    Select(browser.find_element(By.ID, "channel")).select_by_value("red")  # RAP3DF keeps IR in the red channel
-    browser.find_element(By.ID, "probe").send_keys(str(nir))
-    browser.find_element(By.ID, "go").click()
-    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
-    assert browser.find_element(By.ID, "error").is_displayed() is False, browser.find_element(By.ID, "error").text
+    chromium.get(server + "/")
+    wait_for(chromium, lambda d: "10 people" in d.find_element(By.ID, "status").text)
+    Select(chromium.find_element(By.ID, "channel")).select_by_value("red")  # RAP3DF keeps IR in the red channel
+    chromium.find_element(By.ID, "probe").send_keys(str(nir))
+    chromium.find_element(By.ID, "go").click()
+    wait_for(chromium, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+    assert chromium.find_element(By.ID, "error").is_displayed() is False, chromium.find_element(By.ID, "error").text
 
-    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#matches .match .person")]
+    shown = [e.text for e in chromium.find_elements(By.CSS_SELECTOR, "#matches .match .person")]
     assert len(shown) == 5
     assert person in shown, f"{person} not in the top 5 shown: {shown}"
-    scores = [float(e.text.split()[-1]) for e in browser.find_elements(By.CSS_SELECTOR, "#matches .match .score")]
+    scores = [float(e.text.split()[-1]) for e in chromium.find_elements(By.CSS_SELECTOR, "#matches .match .score")]
     assert scores == sorted(scores, reverse=True)
     # the gallery's threshold (0.85, set for the test) is reached by the right person
-    decision = browser.find_element(By.ID, "decision")
+    decision = chromium.find_element(By.ID, "decision")
     assert decision.text == f"Match: {person} (threshold 0.850)"
     assert decision.get_attribute("class") == "decision decision-yes"
-    assert browser.find_element(By.CSS_SELECTOR, "#matches .match.decided .person").text == person
+    assert chromium.find_element(By.CSS_SELECTOR, "#matches .match.decided .person").text == person
 
     def loaded(css: str) -> list[int]:
-        return browser.execute_script(
+        return chromium.execute_script(
             "return Array.from(document.querySelectorAll(arguments[0])).map(i => i.complete ? i.naturalWidth : -1)",
             css)
 
     # the aligned probe, its hallucinated VIS face (this gallery has a model) and every gallery face are drawn
-    wait_for(browser, lambda d: all(w > 0 for w in loaded("#matches img")), timeout=30)
+    wait_for(chromium, lambda d: all(w > 0 for w in loaded("#matches img")), timeout=30)
     assert loaded("#aligned") == [224] and loaded("#hallucinated") == [224]
-    assert browser.find_element(By.ID, "hallucinated").is_displayed()
+    assert chromium.find_element(By.ID, "hallucinated").is_displayed()
     assert all(w == 224 for w in loaded("#matches img"))  # the kept aligned faces, served by person id
 
     # a screenshot with every face blurred
-    filters = browser.execute_script(BLUR_JS)
+    filters = chromium.execute_script(BLUR_JS)
     assert filters and all(f == "blur(16px)" for f in filters), filters
     time.sleep(0.3)
-    png = browser.get_screenshot_as_png()
+    png = chromium.get_screenshot_as_png()
     assert png.startswith(b"\x89PNG")
     target = os.environ.get("NIRVIS_SCREENSHOT")
     if target:  # cut below the page's end
@@ -151,21 +122,21 @@ def test_page_identifies_an_enrolled_person(browser, server, rap3df_root, people
 
         from PIL import Image
 
-        height = browser.execute_script("return Math.ceil((document.querySelector('footer')"
+        height = chromium.execute_script("return Math.ceil((document.querySelector('footer')"
                                         ".getBoundingClientRect().bottom + 8) * window.devicePixelRatio)")
         im = Image.open(io.BytesIO(png))
         im.crop((0, 0, im.width, min(im.height, height))).save(target, optimize=True)
 
 
-def test_page_shows_the_services_refusal(browser, server, tmp_path):
+def test_page_shows_the_services_refusal(chromium, server, tmp_path):
     from selenium.webdriver.common.by import By
 
     fake = tmp_path / "face.png"
     fake.write_text("not an image at all")
-    browser.get(server + "/")
-    browser.find_element(By.ID, "probe").send_keys(str(fake))
-    browser.find_element(By.ID, "go").click()
-    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "error")
-    msg = browser.find_element(By.ID, "error").text
+    chromium.get(server + "/")
+    chromium.find_element(By.ID, "probe").send_keys(str(fake))
+    chromium.find_element(By.ID, "go").click()
+    wait_for(chromium, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "error")
+    msg = chromium.find_element(By.ID, "error").text
     assert msg.startswith("face.png: not an image the service reads (by content")
-    assert not browser.find_element(By.ID, "result").is_displayed()
+    assert not chromium.find_element(By.ID, "result").is_displayed()
