@@ -397,22 +397,88 @@ def fit_embedding_cmd(
 def demo(
     data: DataOpt = None,
     workers: WorkersOpt = 2,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here (the layout of 'nirvis evaluate --json', plus the demo's stages).")] = None,
     embedder: EmbedderOpt = "dlib",
     models_dir: ModelsDirOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A short run (about 2 minutes): split 0 only, a small hallucination model, the rows raw, H, LR and H+LR fitted on the split's training people of 2019. It checks that every stage runs; its numbers are not the demo's.")] = False,
+    report_dir: Annotated[Optional[Path], typer.Option("--report", help="Then write the report (DIR/index.html, as 'nirvis report') of these results.")] = None,
+    cache_dir: CacheOpt = None,
+    stage_cache: Annotated[Optional[Path], typer.Option("--stage-cache", help="Where the finished stages are kept (default: demo/ in the feature cache folder).")] = None,
 ) -> None:
-    """The main job: NIR->VIS identification on the real RAP3DF faces with a frozen VIS network (dlib's by default)."""
-    from nirvis.data import HOW_TO_GET_DATA, find_data_root
-    from nirvis.errors import DatasetError
+    """The main job: every stage of the system on the real RAP3DF faces, then the paper's Table 2 for this data.
 
+    Stages: align + embed, mine patches, train the hallucination CNNs, hallucinate, fit LR / MS / ITML, evaluate.
+
+    Each stage is cached by its inputs and settings: a rerun redoes only what changed or was interrupted.
+    """
+    import time
+
+    from nirvis._io import atomic_write_json
+    from nirvis.data import HOW_TO_GET_DATA, find_data_root
+    from nirvis.errors import DatasetError, NirvisError
+
+    t0 = time.perf_counter()
+    _check_output_file(json_out, "--json")
     try:
         root = find_data_root(data)
     except DatasetError as exc:
         # --data given: its own reason (e.g. no such folder); else where the data is looked for
         _fail(str(exc) if data is not None else HOW_TO_GET_DATA, code=1)
-    typer.echo(f"nirvis demo: RAP3DF protocol (10 splits of 24 test people), network {embedder}, with data from {root}")
-    run_evaluation("rap3df", root, None, None, json_out, workers, None, False, embedder=embedder,
-                   models_dir=models_dir)
+    from nirvis.demo import FULL, QUICK, StageCache, run_demo
+    from nirvis.demo.console import ConsoleProgress
+    from nirvis.evaluation.protocols import EvaluationReport
+    from nirvis.report.provenance import run_info
+
+    rec = _recognizer(cache_dir, False, embedder, models_dir, root)
+    stages = StageCache(stage_cache if stage_cache is not None else rec.cache.root / "demo")
+    what = "quick run: split 0, rows raw, H, LR, H+LR" if quick else "10 splits of 24 test people"
+    typer.echo(f"nirvis demo: RAP3DF ({what}), network {embedder}, data from {root}; stages kept in {stages.root}")
+    try:
+        out = run_demo(root, QUICK if quick else FULL, stage_cache=stages, recognizer=rec, workers=workers,
+                       progress=ConsoleProgress())
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to go on from where it stopped (finished stages, mined "
+              "people and training checkpoints are kept)", code=130)
+    except (NirvisError, ValueError, OSError) as exc:
+        _fail(str(exc), code=1)
+    res = out.results
+    _print_report(EvaluationReport(res["protocol"], res["results"], res["alignment"]))
+    sentence = _demo_sentence(out.results_path)
+    res["demo"]["sentence"] = sentence
+    typer.echo(sentence)
+    for note in out.notes:
+        typer.echo(note)
+    timing = ", ".join(f"{r.stage} {'cached' if r.cached else f'{r.seconds:.0f} s'}" for r in out.stages)
+    typer.echo(f"time: {timing}; {time.perf_counter() - t0:.0f} s in all")
+    results_file = json_out if json_out is not None else (stages.root / f"results-{'quick' if quick else 'full'}.json"
+                                                          if report_dir is not None else None)
+    if results_file is not None:
+        try:
+            atomic_write_json(results_file, {**res, **run_info(rec.embedder)})
+        except OSError as exc:
+            _fail(f"--json {results_file}: cannot write the results ({exc})")
+        if json_out is not None:
+            typer.echo(f"wrote {json_out}")
+    if report_dir is not None:
+        from nirvis.report.page import write_report
+
+        try:
+            typer.echo(f"wrote {write_report(results_file, report_dir)}")
+        except (NirvisError, ValueError, OSError) as exc:
+            _fail(f"--report {report_dir}: {exc}", code=1)
+    failed = [r for r in res["results"] if "error" in r]
+    for r in failed:
+        typer.echo(f"error: {r['error']}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _demo_sentence(results_path: Path) -> str:
+    """The sentence under Table 2: whether H and LR helped, computed from the numbers (paired over splits)."""
+    from nirvis.report.results import load_results
+    from nirvis.report.summary import verdict
+
+    return verdict(load_results(results_path))[0]
 
 
 @app.command()
@@ -547,6 +613,51 @@ def models_fetch(
     except (NirvisError, ValueError, OSError) as exc:
         _fail(str(exc), code=1)
     typer.echo(f"fetched {spec.name}: {dst} (sha256 checked). Licence: {spec.licence}")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: download a public one into ~/.cache/nirvis/data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset: rap3df.")],
+    sha256: Annotated[Optional[str], typer.Option("--sha256", help="The archive's SHA-256 (required for a download: no checksum of the RAP3DF archive is pinned in nirvis).")] = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="Download from this address instead (a mirror of the archive).")] = None,
+    archive: Annotated[Optional[Path], typer.Option("--archive", help="Install this archive file (.zip or .tar.gz) instead of downloading.")] = None,
+    dest: Annotated[Optional[Path], typer.Option("--dest", help="Data folder to install into (default $NIRVIS_CACHE/data, i.e. ~/.cache/nirvis/data, where nirvis looks last).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a dataset already installed there.")] = False,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the server.")] = 60.0,
+) -> None:
+    """Download a public dataset's archive, check its SHA-256 and extract its image folders safely (no path leaves
+    the destination; links are refused) into the data folder nirvis looks in."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nirvis.data import KNOWN_ARCHIVES, FetchError, fetch_dataset
+
+    spec = KNOWN_ARCHIVES.get(name)
+    if spec is not None:
+        typer.echo(f"{spec.name}: {spec.source}; terms: {spec.terms}", err=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def shown(label: str):
+            def update(done: int, total: int | None) -> None:
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=total)
+                bar.update(tasks[label], completed=done, total=total)
+            return update
+
+        try:
+            path, digest = fetch_dataset(name, sha256=sha256, url=url, archive=archive, dest=dest, force=force,
+                                         timeout=timeout, download_progress=shown("downloading"),
+                                         extract_progress=shown("extracting (files)"))
+        except FetchError as exc:
+            bar.stop()
+            _fail(str(exc), code=1)
+    typer.echo(f"installed {name} into {path} (archive sha256 {digest}"
+               + (", checked)" if sha256 or (spec and spec.sha256) else ", not checked: no checksum was given)"))
 
 
 def _register_stage_commands() -> None:

@@ -1,0 +1,397 @@
+"""``nirvis demo``: the stage cache, which stages a run redoes, the sentence under the table, and ``--quick`` end
+to end on the real data."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nirvis.demo import pipeline as demo_pipeline
+from nirvis.demo.cache import STAGE_RECORD, StageCache, stage_key
+from nirvis.demo.pipeline import DemoConfig, run_demo
+
+runner = CliRunner()
+REAL_FIT = demo_pipeline._fit_task
+
+
+# -- the stage cache -----------------------------------------------------------------------------------------
+
+def test_a_stage_is_computed_once_and_its_key_follows_its_config_and_inputs(tmp_path):
+    cache = StageCache(tmp_path / "demo")
+    calls = []
+
+    def compute(work: Path) -> dict:
+        calls.append(work)
+        (work / "out.txt").write_text("done")
+        return {"n": 3}
+
+    a = cache.run("mine", {"k": 2}, ["data-1"], compute)
+    assert not a.cached and a.info == {"n": 3} and (a.path / "out.txt").read_text() == "done"
+    assert a.path == tmp_path / "demo" / "mine" / stage_key("mine", {"k": 2}, ["data-1"])
+    assert json.loads((a.path / STAGE_RECORD).read_text())["config"] == {"k": 2}
+    b = cache.run("mine", {"k": 2}, ["data-1"], compute)
+    assert b.cached and b.path == a.path and b.info == {"n": 3} and len(calls) == 1
+    assert b.computed_seconds == pytest.approx(a.computed_seconds, abs=1e-3)
+    # another setting, or another input, is another stage; so is everything computed from it
+    assert cache.run("mine", {"k": 3}, ["data-1"], compute).key != a.key
+    assert cache.run("mine", {"k": 2}, ["data-2"], compute).key != a.key
+    assert len(calls) == 3
+    t1 = cache.run("train", {"steps": 5}, [a.key], compute)
+    t2 = cache.run("train", {"steps": 5}, [stage_key("mine", {"k": 3}, ["data-1"])], compute)
+    assert t1.key != t2.key and len(calls) == 5
+    # the order of a config's entries does not matter; the order of inputs does
+    assert stage_key("s", {"a": 1, "b": 2}, ["x", "y"]) == stage_key("s", {"b": 2, "a": 1}, ["x", "y"])
+    assert stage_key("s", {}, ["x", "y"]) != stage_key("s", {}, ["y", "x"])
+
+
+def test_an_interrupted_stage_is_continued_and_only_a_finished_one_is_found(tmp_path):
+    cache = StageCache(tmp_path)
+
+    def killed(work: Path) -> dict:
+        (work / "person-1.npz").write_text("mined")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.run("mine", {}, [], killed)
+    key = stage_key("mine", {}, [])
+    assert cache.lookup("mine", key) is None  # half a stage is never a stage
+    assert (tmp_path / "mine" / f"{key}.partial" / "person-1.npz").is_file()
+    seen = []
+
+    def resumed(work: Path) -> dict:
+        seen.append(sorted(p.name for p in work.iterdir()))
+        (work / "person-2.npz").write_text("mined")
+        return {}
+
+    r = cache.run("mine", {}, [], resumed)
+    assert seen == [["person-1.npz"]] and not r.cached
+    assert sorted(p.name for p in r.path.iterdir()) == ["person-1.npz", "person-2.npz", STAGE_RECORD]
+    assert not (tmp_path / "mine" / f"{key}.partial").exists()
+    # a record damaged by hand: the stage is computed again, not trusted
+    (r.path / STAGE_RECORD).write_text("{not json")
+    assert cache.lookup("mine", key) is None and not r.path.exists()
+    # a folder that commit() did not write is not a stage either
+    (tmp_path / "mine" / "0123").mkdir()
+    assert cache.lookup("mine", "0123") is None
+
+
+def test_a_second_run_on_the_same_cache_waits_for_the_first(tmp_path):
+    cache = StageCache(tmp_path)
+    told, order = [], []
+    with cache.lock():
+        t = threading.Thread(target=lambda: (cache.lock(told.append).__enter__(), order.append("second")))
+        t.start()
+        time.sleep(0.3)
+        order.append("first done")
+    t.join(5)
+    assert order == ["first done", "second"]
+    assert told and "another run is using the stage cache" in told[0]
+
+
+def test_an_unwritable_cache_says_so(tmp_path):
+    from nirvis.demo.cache import StageCacheError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StageCacheError, match="cannot be written"):
+        with StageCache(blocker / "demo").lock():
+            pass
+
+
+# -- which stages a run redoes (the heavy work replaced by fakes, on a RAP3DF-shaped tree of empty files) -------
+
+def _fake_rap3df(root: Path, n2019: int = 30, n2017: int = 5) -> Path:
+    d19, d17 = root / "rap3df" / "rap3df_data_02", root / "rap3df" / "rap3df_data"
+    db = {}
+    for i in range(n2019):
+        p = f"P{i:02d}"
+        (d19 / p).mkdir(parents=True)
+        caps = {}
+        for pose, codes in (("front", ("A", "B")), ("left", ("C",))):
+            caps[pose] = []
+            for c in codes:
+                for f in (f"rgb_{c}.bmp", f"ir_rmBg_{c}.bmp"):
+                    (d19 / p / f).write_bytes(b"BM")
+                caps[pose].append({"rgb": f"rap3df_data_02/{p}/rgb_{c}.bmp",
+                                   "ir_with_bg": f"rap3df_data_02/{p}/ir_rmBg_{c}.bmp"})
+        db[p] = caps
+    (d19 / "database.json").write_text(json.dumps(db))
+    for i in range(n2017):
+        p = d17 / f"Q{i}"
+        (p / "tests").mkdir(parents=True)
+        for f in ("k1_box_xy.bmp", "k1_box_xy_ir_view.bmp", "tests/Xk1_box_xy.bmp", "tests/Xk1_box_xy_ir_view.bmp"):
+            (p / f).write_bytes(b"BM")
+    return root
+
+
+def _vector(seed: str, dim: int = 16) -> np.ndarray:
+    return np.random.default_rng(abs(hash(seed)) % 2**32).normal(size=dim)
+
+
+@pytest.fixture()
+def fakes(monkeypatch):
+    """The stages' heavy work replaced by fast fakes that count their calls."""
+    from nirvis.pipeline import FeatureSet
+
+    calls = {"featurize": 0, "mine": 0, "train": 0, "hallucinate": 0, "fit": 0}
+    counts = ("featurize", "mine", "train", "hallucinate", "fit")
+
+    def features(samples, shift: float = 0.0) -> FeatureSet:
+        X = np.stack([_vector(s.person) + 0.3 * _vector(s.capture_id) + (shift + (s.modality == "nir"))
+                      for s in samples]).astype(np.float32)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        return FeatureSet(list(samples), X, np.ones(len(samples), bool), ["fake"] * len(samples))
+
+    def featurize(rec, samples, workers, progress):
+        calls["featurize"] += 1
+        progress(len(samples))
+        return features(samples)
+
+    def mine(jobs, store, mining, workers, parts, progress):
+        calls["mine"] += 1
+        store.write_text(json.dumps([j.person for j in jobs]))
+        progress(len(jobs), len(jobs), "")
+        return {"people": len(jobs), "windows_tried": 10, "pairs_kept": 5, "pairs_stored": 10}
+
+    def train(store, out, config, forbidden, progress):
+        from nirvis.hallucination.identity import identity_nets
+        from nirvis.hallucination.io import HallucinationModel, save_model
+
+        calls["train"] += 1
+        calls["forbidden"] = sorted(forbidden)
+        people = json.loads(store.read_text())
+        resumed = calls["resumed"] = (out / "checkpoint").is_file()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoint").write_text("step 1")
+        if config.max_steps == 13 and not resumed:
+            raise KeyboardInterrupt  # killed in the middle of training
+        ref = {"nir_mean": 100.0, "nir_std": 40.0, "vis_mean": [120.0] * 3, "vis_std": [50.0] * 3}
+        save_model(out, HallucinationModel(identity_nets("cpu"), ref, {"train_people": people[1:],
+                                                                       "val_people": people[:1],
+                                                                       "store_people": people}))
+        return {"steps": config.max_steps, "epochs_completed": 1, "train_people": len(people) - 1,
+                "val_people": 1, "val": {"y": 0.1}, "resumed": resumed}
+
+    def hallucinate(rec, model, nir, blend, own, progress):
+        calls["hallucinate"] += 1
+        progress(len(nir))
+        return features(nir, shift=blend.alpha)
+
+    def fit(task):
+        calls["fit"] += 1
+        return REAL_FIT(task)
+
+    monkeypatch.setattr(demo_pipeline, "_featurize", featurize)
+    monkeypatch.setattr(demo_pipeline, "_mine", mine)
+    monkeypatch.setattr(demo_pipeline, "_train", train)
+    monkeypatch.setattr(demo_pipeline, "_hallucinate", hallucinate)
+    monkeypatch.setattr(demo_pipeline, "_fit_task", fit)
+    return SimpleNamespace(calls=calls, counts=lambda: {k: calls[k] for k in counts})
+
+
+def _demo(root: Path, cache: StageCache, config: DemoConfig, workers: int = 1):
+    rec = SimpleNamespace(embedder=SimpleNamespace(fingerprint="fake-embedder"),
+                          aligner=SimpleNamespace(fingerprint="fake-aligner", config=None), cache=None)
+    return run_demo(root, config, stage_cache=cache, recognizer=rec, workers=workers)
+
+
+def _cached(out) -> dict[str, bool]:
+    return {s["stage"]: s["cached"] for s in out.results["demo"]["stages"]}
+
+
+def test_a_second_run_redoes_nothing_and_a_changed_setting_redoes_its_stage_and_those_after(tmp_path, fakes):
+    root = _fake_rap3df(tmp_path / "data")
+    cache = StageCache(tmp_path / "demo")
+    cfg = DemoConfig(splits=(0, 1), embeddings=("lowrank", "ms"), train_max_steps=7, oracle=True)
+    first = _demo(root, cache, cfg)
+    rows = [r["config"] for r in first.results["results"]]
+    assert rows == ["raw", "H", "LR", "H+LR", "MS", "oracle-VIS"]
+    assert all("error" not in r for r in first.results["results"]), first.results["results"]
+    assert not any(_cached(first).values())
+    assert fakes.counts() == {"featurize": 1, "mine": 1, "train": 1, "hallucinate": 1, "fit": 6}  # (LR, MS, H+LR) x 2
+    assert "5 people of the 2017 set" in first.notes[0] and "has seen no test person" in first.notes[0]
+
+    again = _demo(root, cache, cfg)
+    assert all(_cached(again).values())
+    assert fakes.counts() == {"featurize": 1, "mine": 1, "train": 1, "hallucinate": 1, "fit": 6}
+    assert again.results["results"] == first.results["results"]
+
+    # training changes: the model, the hallucinated faces, H+LR and the table are computed again, nothing else
+    fewer = _demo(root, cache, replace_cfg(cfg, train_max_steps=8))
+    assert _cached(fewer) == {"features": True, "mine": True, "train": False, "hallucinate": False, "fit": False,
+                              "evaluate": False}
+    assert fakes.counts() == {"featurize": 1, "mine": 1, "train": 2, "hallucinate": 2, "fit": 8}
+    fit = next(s for s in fewer.results["demo"]["stages"] if s["stage"] == "fit")
+    assert fit["info"]["fits"] == 6 and fit["info"]["cached"] == 4 and fit["info"]["failed"] == 0
+
+    # mining changes: everything from mining on (the features stay)
+    _demo(root, cache, replace_cfg(cfg, captures_per_person=1))
+    assert fakes.counts() == {"featurize": 1, "mine": 2, "train": 3, "hallucinate": 3, "fit": 10}
+
+    # only the blend changes: the model is kept
+    blend = _demo(root, cache, replace_cfg(cfg, alpha=0.3))
+    assert _cached(blend)["train"] and not _cached(blend)["hallucinate"]
+    assert fakes.calls["train"] == 3 and fakes.calls["hallucinate"] == 4
+
+    # an image changes (here: its modification time): features, and what depends on them, not mining
+    img = root / "rap3df" / "rap3df_data_02" / "P00" / "rgb_A.bmp"
+    img.write_bytes(b"BM")
+    before = fakes.counts()
+    touched = _demo(root, cache, cfg)
+    assert _cached(touched) == {"features": False, "mine": True, "train": True, "hallucinate": False,
+                                "fit": False, "evaluate": False}
+    assert fakes.calls["featurize"] == before["featurize"] + 1 and fakes.calls["mine"] == before["mine"]
+
+
+def test_fits_in_background_processes_give_the_same_table(tmp_path, fakes, monkeypatch):
+    """With two workers the fits of raw features run in a background process from stage 1 on, and the fits of
+    hallucinated features in two processes; the table is the one computed in this process."""
+    monkeypatch.setattr(demo_pipeline, "_fit_task", REAL_FIT)  # worker processes run the module's own
+    root = _fake_rap3df(tmp_path / "data")
+    cfg = DemoConfig(splits=(0, 1, 2), embeddings=("lowrank", "ms"), oracle=False)
+    here = _demo(root, StageCache(tmp_path / "here"), cfg, workers=1)
+    there = _demo(root, StageCache(tmp_path / "there"), cfg, workers=2)
+    assert there.results["results"] == here.results["results"]
+    fit = next(s for s in there.results["demo"]["stages"] if s["stage"] == "fit")
+    assert fit["info"]["fits"] == 9 and fit["info"]["failed"] == 0 and not fit["cached"]
+    again = _demo(root, StageCache(tmp_path / "there"), cfg, workers=2)
+    assert all(_cached(again).values())
+
+
+def test_a_fit_that_fails_is_a_failed_row_and_is_tried_again(tmp_path, fakes, monkeypatch):
+    root = _fake_rap3df(tmp_path / "data")
+    cache = StageCache(tmp_path / "demo")
+    cfg = DemoConfig(splits=(0,), embeddings=("lowrank", "ms"), oracle=False)
+    def broken(task):
+        if task[0] == "ms":
+            raise ValueError("ms: singular")
+        return REAL_FIT(task)
+
+    monkeypatch.setattr(demo_pipeline, "_fit_task", broken)
+    out = _demo(root, cache, cfg)
+    ms = next(r for r in out.results["results"] if r["config"] == "MS")
+    assert "configuration 'MS': fitting failed (ValueError: ms: singular)" in ms["error"]
+    assert all("error" not in r for r in out.results["results"] if r["config"] != "MS")
+    monkeypatch.setattr(demo_pipeline, "_fit_task", REAL_FIT)
+    fixed = _demo(root, cache, cfg)
+    assert all("error" not in r for r in fixed.results["results"])
+    assert _cached(fixed) == {"features": True, "mine": True, "train": True, "hallucinate": True, "fit": False,
+                              "evaluate": False}
+
+
+def test_a_run_killed_while_training_goes_on_from_its_checkpoint(tmp_path, fakes):
+    root = _fake_rap3df(tmp_path / "data")
+    cache = StageCache(tmp_path / "demo")
+    cfg = DemoConfig(splits=(0,), embeddings=("lowrank",), train_max_steps=13, oracle=False)
+    with pytest.raises(KeyboardInterrupt):
+        _demo(root, cache, cfg)
+    assert fakes.counts() == {"featurize": 1, "mine": 1, "train": 1, "hallucinate": 0, "fit": 0}
+    assert fakes.calls["resumed"] is False
+    out = _demo(root, cache, cfg)
+    assert _cached(out) == {"features": True, "mine": True, "train": False, "hallucinate": False, "fit": False,
+                            "evaluate": False}
+    # the second run trained in the folder the first one left, from its checkpoint
+    assert fakes.calls["resumed"] is True
+    assert fakes.counts() == {"featurize": 1, "mine": 1, "train": 2, "hallucinate": 1, "fit": 2}  # LR, H+LR
+
+
+def test_the_model_is_refused_when_a_split_tests_one_of_its_people(tmp_path, fakes, monkeypatch):
+    from nirvis.hallucination.evaluate import LeakError
+
+    root = _fake_rap3df(tmp_path / "data")
+    cfg = DemoConfig(splits=(0,), embeddings=("lowrank",), oracle=False)
+    _demo(root, StageCache(tmp_path / "ok"), cfg)
+    # training is told every person that some split tests (2019 people), whichever splits are evaluated
+    from nirvis.datasets import load_protocol
+
+    _, splits, _ = load_protocol("rap3df", root)
+    tested = sorted(set().union(*(sp.test_people for sp in splits)))
+    assert fakes.calls["forbidden"] == tested and all(p.startswith("P") for p in tested)
+    # a model that has seen a 2019 person (a test person of some split) is refused before any face is hallucinated
+    monkeypatch.setattr(demo_pipeline, "model_people", lambda every, splits, n: ["P00", "Q0", "Q1"])
+    with pytest.raises(LeakError, match=r"trained on 1 test people of rap3df-seed\d.*P00"):
+        _demo(root, StageCache(tmp_path / "demo"), cfg)
+    assert fakes.calls["hallucinate"] == 1
+
+
+def replace_cfg(cfg: DemoConfig, **changes) -> DemoConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
+
+
+# -- the sentence under the table ----------------------------------------------------------------------------
+
+def _results_file(tmp_path: Path, rows: dict[str, list[float]]) -> Path:
+    res = [{"config": name, "rank1_mean": float(np.mean(r1)), "rank1_std": float(np.std(r1)),
+            "splits": [{"split": f"s{i}", "rank1": v} for i, v in enumerate(r1)]} for name, r1 in rows.items()]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"protocol": "p", "results": res, "alignment": {}}))
+    return path
+
+
+def test_the_sentence_is_computed_from_the_numbers(tmp_path):
+    from nirvis.cli import _demo_sentence
+
+    raw = [0.60, 0.62, 0.58, 0.61, 0.63]
+    s = _demo_sentence(_results_file(tmp_path, {
+        "raw": raw, "H": [v - 0.10 + 0.005 * i for i, v in enumerate(raw)], "LR": [v + 0.001 * (-1) ** i for i, v in
+                                                                                 enumerate(raw)],
+        "H+LR": [v + 0.05 + 0.003 * i for i, v in enumerate(raw)]}))
+    assert s.startswith("On this data, ")
+    assert "H hurt: rank-1 went from 60.8% (raw) to 51.8% (H)" in s
+    assert "LR made no clear difference" in s
+    assert "H+LR helped" in s and "better on 5, worse on 0" in s
+    one = _demo_sentence(_results_file(tmp_path, {"raw": [0.6], "H": [0.7]}))
+    assert "on the one split scored, which cannot tell an effect from chance" in one
+
+
+# -- --quick, end to end on the real data ---------------------------------------------------------------------
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_then_finds_them_all_in_the_cache(rap3df_root, tmp_path):
+    """The feature cache of the machine ($NIRVIS_CACHE, else ~/.cache/nirvis) is shared, as in CI after
+    `nirvis demo`; the stages are computed into a fresh folder."""
+    stages, out = tmp_path / "stages", tmp_path / "quick.json"
+    args = ["demo", "--quick", "--data", str(rap3df_root.parent), "--stage-cache", str(stages)]
+    t0 = time.perf_counter()
+    res = runner.invoke(app_(), [*args, "--json", str(out)])
+    cold = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for title in ("[1/6] align + embed", "[2/6] mine patches", "[3/6] train H", "[4/6] hallucinate",
+                  "[5/6] fit LR, MS, ITML", "[6/6] evaluate"):
+        assert title in text
+    data = json.loads(out.read_text())
+    assert [r["config"] for r in data["results"]] == ["raw", "H", "LR", "H+LR"]
+    for r in data["results"]:
+        assert "error" not in r and r["n_splits"] == 1 and r["n_probes"] > 100
+        assert 0.3 < r["rank1_mean"] <= 1 and len(r["splits"][0]["cmc"]) == 20 and r["splits"][0]["roc"]
+    assert data["demo"]["mode"] == "quick" and not any(s["cached"] for s in data["demo"]["stages"])
+    assert data["demo"]["sentence"].startswith("On this data, ") and data["demo"]["sentence"] in text
+    assert "one hallucination model serves every split" in text
+    assert data["versions"]["nirvis"] and data["protocol"].startswith("rap3df-quick")
+
+    t0 = time.perf_counter()
+    res = runner.invoke(app_(), [*args, "--json", str(out), "--report", str(tmp_path / "report")])
+    warm = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    again = json.loads(out.read_text())
+    assert all(s["cached"] for s in again["demo"]["stages"])
+    assert again["results"] == data["results"]
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert warm < 60 and warm < cold / 2, (cold, warm)
+
+
+def app_():
+    from nirvis.cli import app
+
+    return app
