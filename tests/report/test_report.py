@@ -289,3 +289,182 @@ def test_report_from_a_real_evaluation(small_folder, tmp_path, monkeypatch):
     assert "broken.png" in page and "(cannot be shown:" in page
     assert (tmp_path / "report" / "failures" / "0000.png").is_file()
     assert (tmp_path / "report" / "figures" / "cmc.png").is_file()
+
+
+# -- sections drawn from the demo's stages: mining and training, Fig. 5 -------------------------------------------
+
+def _patch_store(path, n: int = 40, patch: int = 40):
+    """A small complete patch store with what the mining report reads (summary, config, scores)."""
+    import cv2
+    import h5py
+
+    from nirvis.mining.config import MiningConfig
+    from nirvis.mining.store import FORMAT, VERSION, append_pairs, create_store
+
+    cfg = MiningConfig()
+    n_loc = len(cfg.location_grid())
+    rng = np.random.default_rng(1)
+    nir = np.stack([cv2.GaussianBlur(rng.random((patch, patch)).astype(np.float32), (0, 0), 1.0)
+                    for _ in range(n)])
+    nir = cv2.normalize(nir, None, 10, 245, cv2.NORM_MINMAX).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as h5:
+        create_store(h5, patch, 8)
+        append_pairs(h5, {"nir": nir, "y": 255 - nir, "cb": np.full_like(nir, 110), "cr": np.full_like(nir, 150),
+                          "person": np.arange(n, dtype=np.int32) % 2, "nir_id": np.array([b"n"] * n),
+                          "vis_id": np.array([b"v"] * n), "loc": np.zeros((n, 2), np.int16),
+                          "s1": np.full(n, 0.7, np.float32), "s2": np.full(n, 0.6, np.float32),
+                          "flip": np.arange(n) % 2 == 1, "mode": np.zeros(n, np.uint8)})
+        append_pairs(h5, {"scored/s1": rng.uniform(-1, 1, 500).astype(np.float16),
+                          "scored/s2": rng.uniform(-1, 1, 500).astype(np.float16)})
+        h5.attrs.update(format=FORMAT, version=VERSION, people=json.dumps(["Q0", "Q1"]),
+                        config=json.dumps(cfg.to_dict()), reference=json.dumps({}), meta=json.dumps({}),
+                        summary=json.dumps({"pairs_stored": n, "prune_cap_per_location": 5,
+                                            "kept_per_location": rng.integers(0, 9, n_loc).tolist(),
+                                            "kept_per_location_after_prune": rng.integers(0, 5, n_loc).tolist()}),
+                        complete=True)
+    return path
+
+
+@pytest.fixture()
+def demo_results(results_file, tmp_path):
+    """The synthetic results file as nirvis demo --json writes it: with its "demo" section, whose stage folders
+    hold a patch store and an (identity) hallucination model with its training history."""
+    from nirvis.hallucination.identity import identity_nets
+    from nirvis.hallucination.io import HallucinationModel, save_model
+
+    stages = tmp_path / "stages"
+    _patch_store(stages / "mine" / "k-mine" / "patches.h5")
+    model = stages / "train" / "k-train" / "model"
+    ref = {"nir_mean": 100.0, "nir_std": 40.0, "vis_mean": [120.0] * 3, "vis_std": [50.0] * 3}
+    save_model(model, HallucinationModel(identity_nets("cpu"), ref, {"train_people": ["Q1"], "val_people": ["Q0"],
+                                                                     "store_people": ["Q0", "Q1"]}))
+    steps = list(range(10, 110, 10))
+    (model / "history.json").write_text(json.dumps({
+        "channels": ["y", "cb", "cr"],
+        "log": [{"step": s, "epoch": 0, "train": {c: 0.05 / s ** 0.3 for c in ("y", "cb", "cr")}} for s in steps],
+        "val": [{"step": s, "epoch": 0, "val": {c: 0.06 / s ** 0.2 for c in ("y", "cb", "cr")}} for s in steps[4::5]],
+        "epochs": []}))
+    data = json.loads(results_file.read_text())
+    data["demo"] = {"mode": "quick", "config": {"splits": [0], "alpha": 0.6, "reading": "log"},
+                    "hallucination_model": str(model), "stage_cache": str(stages),
+                    "stages": [{"stage": "mine", "key": "k-mine", "info": {"pairs_stored": 40}},  # no path: found by key
+                               {"stage": "train", "key": "k-train", "path": str(model.parent),
+                                "info": {"steps": 100, "train_people": 1, "val_people": 1}}]}
+    p = tmp_path / "demo.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+def _synthetic_faces(n: int = 4):
+    """Aligned faces as the feature cache keeps them: (person, gray NIR face, RGB VIS face)."""
+    import cv2
+
+    from nirvis.faces.types import Face
+
+    rng = np.random.default_rng(5)
+    out = []
+    for k in range(n):
+        img = cv2.GaussianBlur(rng.random((224, 224)).astype(np.float32), (0, 0), 3.0)
+        img = cv2.normalize(img, None, 20, 235, cv2.NORM_MINMAX).astype(np.uint8)
+        face = dict(landmarks=np.zeros((5, 2), np.float32), anchors=np.zeros((3, 2), np.float32),
+                    matrix=np.eye(2, 3), method="hog", score=1.0)
+        out.append((f"P{k:02d}", Face(image=img, **face),
+                    Face(image=np.stack([img, 255 - img, img // 2], axis=2), **face)))
+    return out
+
+
+def test_demo_sections_show_mining_training_and_fig5(demo_results, tmp_path, monkeypatch):
+    import cv2
+
+    from nirvis.report import demo as report_demo
+
+    monkeypatch.setattr(report_demo, "fig5_faces", lambda demo, n=4: (_synthetic_faces(n), ["P09: no face found"]))
+    plain, blurred = tmp_path / "plain", tmp_path / "blurred"
+    write_report(demo_results, plain)
+    write_report(demo_results, blurred, ReportConfig(blur_faces=True))
+    page = (plain / "index.html").read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs == ["figures/cmc.png", "figures/roc.png", "figures/fig5.png", "figures/mining_heatmap.png",
+                    "figures/mining_scores.png", "figures/mining_sheet.png", "figures/training.png",
+                    "failures/0000.png", "failures/0001.png"]
+    for src in srcs:
+        with Image.open(plain / src) as im:
+            assert im.format == "PNG" and min(im.size) > 50
+    assert '<section id="fig5"><h2>Fig. 5: hallucinated faces of test people</h2>' in page
+    assert "Test people P00, P01, P02, P03" in page and "Left out: P09: no face found" in page
+    assert '<section id="mining"><h2>Mining and training</h2>' in page and "100 steps" in page
+    assert "keep it to yourself" in page
+    # Fig. 5: a title bar, then 4 rows of NIR | CNN output | blended | VIS, 224 pixels each
+    fig5 = np.asarray(Image.open(plain / "figures" / "fig5.png").convert("RGB"))
+    assert fig5.shape == (18 + 4 * 224, 4 * 224, 3)
+    vis = fig5[18:18 + 224, 3 * 224:]
+    assert np.array_equal(vis, _synthetic_faces(1)[0][2].image)  # the real VIS face, as aligned
+    # --blur-faces: every face of the Fig. 5 sheet and every patch of the mining sheet is blurred
+    assert "Every face image in this report is blurred." in (blurred / "index.html").read_text()
+    for name in ("fig5.png", "mining_sheet.png"):
+        a = np.asarray(Image.open(plain / "figures" / name).convert("L"), dtype=np.float64)
+        b = np.asarray(Image.open(blurred / "figures" / name).convert("L"), dtype=np.float64)
+        assert a.shape == b.shape
+        if name == "fig5.png":
+            a, b = a[18:], b[18:]  # below the titles
+        else:  # the first pair's NIR patch (40 pixels, enlarged 3 times, inside a 2-pixel border)
+            a, b = a[2:122:3, 2:122:3], b[2:122:3, 2:122:3]
+        sharp, soft = cv2.Laplacian(a, cv2.CV_64F).var(), cv2.Laplacian(b, cv2.CV_64F).var()
+        assert soft < sharp / 3, (name, sharp, soft)
+    # the heat map, histograms and curves hold no face: the same either way
+    for name in ("mining_heatmap.png", "mining_scores.png", "training.png"):
+        assert (plain / "figures" / name).read_bytes() == (blurred / "figures" / name).read_bytes()
+
+
+def test_demo_sections_are_left_out_or_explained_when_their_inputs_are_absent(demo_results, results_file,
+                                                                              tmp_path, monkeypatch):
+    import shutil as sh
+
+    # not a demo's results: no such section
+    write_report(results_file, tmp_path / "r0")
+    page = (tmp_path / "r0" / "index.html").read_text()
+    assert 'id="fig5"' not in page and 'id="mining"' not in page
+    # a demo's results without the data folder recorded (an older demo): Fig. 5 says why; the store is gone
+    sh.rmtree(tmp_path / "stages" / "mine")
+    write_report(demo_results, tmp_path / "r1")
+    page = (tmp_path / "r1" / "index.html").read_text()
+    assert "does not record the demo&#x27;s data folder" in page
+    assert "patch store is not in its stage cache any more" in page
+    assert (tmp_path / "r1" / "figures" / "training.png").is_file()
+    assert not (tmp_path / "r1" / "figures" / "fig5.png").exists()
+    # every stage gone: both sections left out
+    sh.rmtree(tmp_path / "stages")
+    write_report(demo_results, tmp_path / "r2")
+    page = (tmp_path / "r2" / "index.html").read_text()
+    assert 'id="fig5"' not in page and 'id="mining"' not in page
+
+
+def test_every_image_of_a_demo_report_loads_in_chromium(demo_results, tmp_path, chromium, monkeypatch):
+    from nirvis.report import demo as report_demo
+
+    monkeypatch.setattr(report_demo, "fig5_faces", lambda demo, n=4: (_synthetic_faces(n), []))
+    out = tmp_path / "report"
+    write_report(demo_results, out, ReportConfig(blur_faces=True))
+    chromium.get((out / "index.html").as_uri())
+    images = chromium.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    assert len(images) == 9 and "figures/fig5.png" in [s for s, _, _ in images]
+    assert all(done and width > 0 for _, done, width in images), images
+
+
+@pytest.mark.data
+def test_fig5_from_real_faces(rap3df_root, demo_results, tmp_path):
+    """Fig. 5 of 4 test people of split 0, aligned from the real images (through a fresh feature cache)."""
+    data = json.loads(demo_results.read_text())
+    data["demo"].update(data_root=str(rap3df_root.parent), feature_cache=str(tmp_path / "cache"))
+    p = tmp_path / "real.json"
+    p.write_text(json.dumps(data))
+    res = runner.invoke(app, ["report", "--from", str(p), "-o", str(tmp_path / "report"), "--blur-faces"])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    people = re.search(r"Test people ([^(]+) \(one row each", page)
+    assert people and len(people.group(1).split(", ")) == 4, page[page.index('id="fig5"'):][:2000]
+    with Image.open(tmp_path / "report" / "figures" / "fig5.png") as im:
+        assert im.size == (4 * 224, 18 + 4 * 224)
+    assert any((tmp_path / "cache" / "align").rglob("*.npz"))  # aligned through the feature cache

@@ -303,6 +303,17 @@ class _Run:
         name, title = STAGES[index - 1]
         self.progress.begin(index, name, title, total)
 
+    def counter(self) -> Callable[[int], None]:
+        """A callback that adds ``n`` finished items to the current stage's bar."""
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            self.progress.update(done)
+
+        return advance
+
     def done(self, result: StageResult, summary: str) -> StageResult:
         self.stages.append(result)
         self.progress.end(result, summary)
@@ -398,8 +409,13 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
     results["demo"] = {
         "mode": config.name, "config": config.to_dict(), "notes": notes,
         "hallucination_model": str(model_stage.path / "model"),
-        "stages": [{"stage": r.stage, "key": r.key, "cached": r.cached, "seconds": round(r.seconds, 3),
-                    "computed_seconds": round(r.computed_seconds, 3), "info": r.info} for r in run.stages],
+        # where the report (nirvis report) finds the stages' files and the aligned faces
+        "data_root": str(Path(data_root).resolve()), "stage_cache": str(stage_cache.root.resolve()),
+        "feature_cache": (str(Path(recognizer.cache.root).resolve())
+                          if getattr(recognizer.cache, "root", None) is not None else None),
+        "stages": [{"stage": r.stage, "key": r.key, "path": str(r.path), "cached": r.cached,
+                    "seconds": round(r.seconds, 3), "computed_seconds": round(r.computed_seconds, 3), "info": r.info}
+                   for r in run.stages],
     }
     return DemoResult(results, results_path, run.stages, notes)
 
@@ -445,13 +461,7 @@ def _features_stage(run: _Run, samples: list[Sample]) -> tuple[FeatureSet, Stage
     run.stage(1, len(samples))
     got = run.cache.begin("features", cfg, [_samples_digest(samples)])
     if isinstance(got, PendingStage):
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            run.progress.update(done)
-
+        advance = run.counter()
         fs = _featurize(rec, samples, run.workers, advance)
         _save_features(got.work / "features.npz", fs)
         got = run.cache.commit(got, {"images": len(samples), "not_aligned": len(fs.failures)})
@@ -568,13 +578,7 @@ def _hallucinate_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model
                                           "embedder": rec.embedder.fingerprint, "aligner": rec.aligner.fingerprint},
                           [model_stage.key, feat_stage.key, _samples_digest(nir)])
     if isinstance(got, PendingStage):
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            run.progress.update(done)
-
+        advance = run.counter()
         hfs = _hallucinate(rec, model, nir, BlendConfig(alpha=c.alpha, reading=c.reading), got.work / "faces",
                            advance)
         _save_features(got.work / "features.npz", hfs)

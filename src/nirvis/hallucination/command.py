@@ -75,27 +75,6 @@ def output_paths(images: list[tuple[Path, Path]], inputs: list[Path], output: Pa
     return outs
 
 
-def _label(tile, text: str):
-    import cv2
-    import numpy as np
-
-    bar = np.zeros((18, tile.shape[1], 3), np.uint8)
-    cv2.putText(bar, text[:40], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-    return np.vstack([bar, tile])
-
-
-def _sheet(rows: list[list], titles: list[str]):
-    """One RGB image: a title bar, then one row of equally sized RGB tiles per face (Fig. 5 of the paper)."""
-    import numpy as np
-
-    cols = max(len(r) for r in rows)
-    side = rows[0][0].shape[0]
-    blank = np.full((side, side, 3), 40, np.uint8)
-    body = [np.hstack(r + [blank] * (cols - len(r))) for r in rows]
-    header = np.hstack([_label(np.zeros((0, side, 3), np.uint8), t) for t in titles + [""] * (cols - len(titles))])
-    return np.vstack([header] + body)
-
-
 def _write_rgb(path: Path, rgb) -> None:
     import cv2
 
@@ -141,6 +120,7 @@ def hallucinate(
     from nirvis.errors import ImageError, NirvisError, NoFaceError
     from nirvis.hallucination.blend import BlendConfig
     from nirvis.hallucination.infer import Hallucinator
+    from nirvis.hallucination.sheet import sheet_image, sheet_row, sheet_titles
 
     if channel not in ("gray", "red", "green", "blue"):
         typer.echo(f"error: --channel {channel!r}: use gray, red, green or blue", err=True)
@@ -223,16 +203,13 @@ def hallucinate(
                     done += 1
                     if sheet is not None and len(rows) < sheet_rows:
                         v = vis_for(src)
-                        rows.append([np.repeat(res.nir[i][:, :, None], 3, axis=2), res.rgb_raw[i], res.rgb[i]]
-                                    + ([v] if v is not None else []))
+                        rows.append(sheet_row(res, i, v))
             bar.update(task, advance=len(chunk))
     sheet_written = False
     if sheet is not None and rows:
-        titles = ["NIR (normalised)", "CNN output",
-                  f"eq. (1) {blend.reading} a={blend.alpha:g}" if blend is not None else "no blend (a=0)"]
-        titles += ["VIS"] if any(len(r) > 3 for r in rows) else []
+        titles = sheet_titles(blend, any(len(r) > 3 for r in rows))
         try:
-            _write_rgb(sheet, _sheet(rows, titles))
+            _write_rgb(sheet, sheet_image(rows, titles))
             sheet_written = True
         except (NirvisError, OSError) as exc:
             typer.echo(f"warning: --sheet {sheet}: not written ({exc})", err=True)

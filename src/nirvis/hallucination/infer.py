@@ -37,7 +37,7 @@ from nirvis.hallucination.io import HallucinationModel, check_reference, load_mo
 if TYPE_CHECKING:
     from nirvis.faces.types import Face
 
-__all__ = ["Hallucinator", "Hallucination", "HallucinatedFaces", "HallucinationInputError"]
+__all__ = ["Hallucinator", "Hallucination", "HallucinatedFaces", "HallucinationInputError", "face_inputs"]
 
 #: Value of a chroma plane that has no network (gray), 8-bit units.
 NEUTRAL_CHROMA = 128
@@ -312,17 +312,24 @@ class HallucinatedFaces:
 
     def __call__(self, faces: Sequence[Face]) -> list[Face]:
         """Hallucinate a batch of aligned NIR faces of one size; raises :class:`HallucinationInputError`."""
-        from nirvis.faces.align import as_gray, valid_mask
-
         faces = list(faces)
         if not faces:
             return []
-        gray = [as_gray(f.image, f.source) for f in faces]
-        shapes = {g.shape for g in gray}
-        if len(shapes) != 1:
-            raise HallucinationInputError(f"HallucinatedFaces: faces of different sizes {sorted(shapes)}")
-        masks = [valid_mask(f.matrix, f.meta["source_shape"], g.shape[0]) if min(f.meta.get("source_shape", (0,))) > 0
-                 else np.ones(g.shape, bool) for f, g in zip(faces, gray)]
-        out = self.hallucinator.hallucinate(np.stack(gray), np.stack(masks))
+        out = self.hallucinator.hallucinate(*face_inputs(faces))
         return [replace(f, image=out.rgb[i], meta={**f.meta, "hallucination": self.fingerprint})
                 for i, f in enumerate(faces)]
+
+
+def face_inputs(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
+    """``(gray, valid)`` of aligned NIR faces of one size, as :meth:`Hallucinator.hallucinate` takes them: the
+    gray faces ``(B, H, W)`` and the masks of their pixels inside the source image (all pixels when a face's
+    ``meta`` has no ``source_shape``); raises :class:`HallucinationInputError`."""
+    from nirvis.faces.align import as_gray, valid_mask
+
+    gray = [as_gray(f.image, f.source) for f in faces]
+    shapes = {g.shape for g in gray}
+    if len(shapes) != 1:
+        raise HallucinationInputError(f"HallucinatedFaces: faces of different sizes {sorted(shapes)}")
+    masks = [valid_mask(f.matrix, f.meta["source_shape"], g.shape[0]) if min(f.meta.get("source_shape", (0,))) > 0
+             else np.ones(g.shape, bool) for f, g in zip(faces, gray)]
+    return np.stack(gray), np.stack(masks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -55,13 +56,15 @@ def _save_fig(fig, path: Path) -> None:
 
 
 def write_report(store: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, n_sheet: int = 32,
-                 seed: int = 0, run_info: dict | None = None) -> dict[str, Path]:
+                 seed: int = 0, run_info: dict | None = None,
+                 patch_filter: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Path]:
     """Write the report of a patch store (paper Sec. 3.1 mining).
 
     Files: ``summary.json`` (windows tried, registration failures, pairs kept and pruned, per person),
     ``heatmap.png`` (kept pairs per window location, before and after pruning), ``scores.png``
     (histograms of s1 and s2 of every registered window, with the thresholds), ``sheet.png`` (``n_sheet``
-    random stored non-flipped pairs: NIR | VIS Y | VIS RGB).
+    random stored non-flipped pairs: NIR | VIS Y | VIS RGB). ``patch_filter`` is applied to every patch of the
+    sheet (each of NIR, Y, Cr, Cb) before it is drawn, e.g. a blur for a report that may be published.
 
     Returns
     -------
@@ -120,7 +123,10 @@ def write_report(store: str | os.PathLike, out_dir: str | os.PathLike | None = N
     if rows is not None:
         labels = [f"{people[p]} ({int(l[0])},{int(l[1])}) s1={a:.2f} s2={b:.2f}"
                   for p, l, a, b in zip(rows["person"], rows["loc"], rows["s1"], rows["s2"])]
-        sheet = pair_sheet(rows["nir"], rows["y"], rows["cr"], rows["cb"], labels)
+        patches = [rows[k] for k in ("nir", "y", "cr", "cb")]
+        if patch_filter is not None:
+            patches = [np.stack([patch_filter(p) for p in arr]) for arr in patches]
+        sheet = pair_sheet(*patches, labels)
     else:
         sheet = pair_sheet(np.zeros((0, 1, 1), np.uint8), *(np.zeros((0, 1, 1), np.uint8),) * 3, [])
     files["sheet"] = out / "sheet.png"

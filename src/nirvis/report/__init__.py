@@ -1,5 +1,6 @@
 """``nirvis report``: an offline HTML page of results already computed (Table 2, CMC and ROC curves, the faces
-that could not be aligned), drawn from ``nirvis evaluate --json`` / ``nirvis demo --json`` output.
+that could not be aligned; for ``nirvis demo``, Fig. 5 and the mining and training of its hallucination model,
+:mod:`nirvis.report.demo`), drawn from ``nirvis evaluate --json`` / ``nirvis demo --json`` output.
 
 Public API: :func:`write_report`, :class:`ReportConfig`, :class:`Section` and :data:`SECTIONS` (the page's
 section builders), :func:`load_results` and its :class:`Results`, :func:`run_info` (what a results file records

@@ -22,7 +22,8 @@ def report(
     title: Annotated[Optional[str], typer.Option(help="Page title (default: 'nirvis report: PROTOCOL').")] = None,
 ) -> None:
     """Draw Table 2, CMC and ROC curves and the faces that could not be aligned into DIR/index.html, readable
-    offline. Nothing is re-evaluated."""
+    offline; from 'nirvis demo --json' also Fig. 5 (a few test faces hallucinated by the demo's model) and the
+    mining report and training curves of that model. Nothing is re-evaluated."""
     from nirvis.errors import NirvisError
     from nirvis.report.page import ReportConfig, write_report
 

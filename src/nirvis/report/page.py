@@ -4,8 +4,8 @@ is plots and thumbnails.
 
 The page is a list of sections. Each section is built by a function of the :class:`ReportContext` that returns a
 :class:`Section`, or ``None`` when its inputs are absent; :data:`SECTIONS` lists today's builders in page order,
-and a later section (hallucination sheets, feature projections, an α sweep, mining heatmaps) is one more builder
-that reads its own input.
+and a later section (feature projections, an α sweep) is one more builder that reads its own input. The sections
+drawn from a demo's stages (Fig. 5, mining and training) live in :mod:`nirvis.report.demo`.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class ReportContext:
     config: ReportConfig
     assets: Assets
     notes: list[str] = field(default_factory=list)
+    shows_faces: bool = False  # set by a section that shows faces of dataset people (the page says so)
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,23 @@ def failures_section(ctx: ReportContext) -> Section:
     return Section("failures", "Alignment failures", "\n".join(parts))
 
 
+def fig5_section(ctx: ReportContext) -> Section | None:
+    """Fig. 5 equivalent from the demo's model (:func:`nirvis.report.demo.fig5_section`)."""
+    from nirvis.report.demo import fig5_section as build
+
+    return build(ctx)
+
+
+def mining_section(ctx: ReportContext) -> Section | None:
+    """Mining and training of the demo's model (:func:`nirvis.report.demo.mining_section`)."""
+    from nirvis.report.demo import mining_section as build
+
+    return build(ctx)
+
+
 #: Today's sections, in page order.
-SECTIONS: tuple[SectionBuilder, ...] = (table_section, curves_section, failures_section)
+SECTIONS: tuple[SectionBuilder, ...] = (table_section, curves_section, fig5_section, mining_section,
+                                        failures_section)
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -345,7 +361,7 @@ def write_report(results: str | os.PathLike | Results, out_dir: str | os.PathLik
     ctx = ReportContext(res, cfg, Assets(out))
     built = [s for s in (build(ctx) for build in sections) if s is not None]
     notes = list(ctx.notes)
-    if res.failures:
+    if res.failures or ctx.shows_faces:
         notes.insert(0, "Every face image in this report is blurred." if cfg.blur_faces else
                      "This report shows faces of the people in the dataset: keep it to yourself. Their terms do not "
                      "allow publishing them; write a report to publish with --blur-faces.")

@@ -1,4 +1,5 @@
-"""Cheap plots of results already computed: CMC and ROC curves of Table 2's rows (paper Sec. 5), as PNG bytes.
+"""Cheap plots of results already computed: CMC and ROC curves of Table 2's rows (paper Sec. 5), and the loss
+and validation curves of a hallucination model's training (its ``history.json``), as PNG bytes.
 
 matplotlib is driven through its object API on the Agg canvas: no pyplot state, no display needed."""
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from nirvis.report.results import Row
 
-__all__ = ["mean_cmc", "mean_roc", "cmc_png", "roc_png"]
+__all__ = ["mean_cmc", "mean_roc", "cmc_png", "roc_png", "history_png"]
 
 
 def mean_cmc(row: Row) -> np.ndarray | None:
@@ -104,4 +105,35 @@ def roc_png(rows: Sequence[Row], title: str = "") -> bytes | None:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or "ROC (mean VR over splits; dashed: FAR 0.1% and 1%; dotted: no false accept)",
                  fontsize=10)
+    return _png(fig)
+
+
+def history_png(history: dict) -> bytes | None:
+    """Training loss (per logged step) and validation MSE of each channel of the hallucination CNNs against the
+    optimiser step, from a model's ``history.json`` (:mod:`nirvis.hallucination.train`), as PNG bytes; ``None``
+    when it holds no loss at all."""
+    colors = {"y": "tab:gray", "cb": "tab:blue", "cr": "tab:red"}
+    channels = [str(c) for c in history.get("channels") or []]
+    log, val = history.get("log") or [], history.get("val") or []
+    fig = _figure()
+    ax = fig.add_subplot()
+    drawn = False
+    for c in channels:
+        tr = [(e["step"], e["train"][c]) for e in log if c in (e.get("train") or {})]
+        if tr:
+            ax.plot(*zip(*tr), color=colors.get(c), alpha=0.5, lw=1, label=f"{c} training")
+        va = [(e["step"], e["val"][c]) for e in val if c in (e.get("val") or {})]
+        if va:
+            ax.plot(*zip(*va), color=colors.get(c), marker="o", ms=3, lw=1.5, label=f"{c} validation")
+        drawn = drawn or bool(tr or va)
+    if not drawn:
+        return None
+    if all(v > 0 for e in log for v in (e.get("train") or {}).values()) and \
+            all(v > 0 for e in val for v in (e.get("val") or {}).values()):
+        ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("MSE (values in [0, 1])")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("hallucination CNNs: training loss and validation MSE per channel", fontsize=10)
     return _png(fig)

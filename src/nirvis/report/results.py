@@ -81,6 +81,8 @@ class Results:
         The file's ``alignment`` summary (rates, cascade steps); ``failures`` is taken out of it.
     failures
         ``[{"capture_id", "path", "reason"}]``: images that gave no features.
+    demo
+        The ``demo`` section of ``nirvis demo --json`` (settings, and each stage's key and folder), else empty.
     command, cwd, created, versions, embedder
         Provenance (:func:`nirvis.report.provenance.run_info`); ``None``/empty in files written before nirvis
         recorded it.
@@ -97,6 +99,7 @@ class Results:
     created: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     embedder: dict[str, str] = field(default_factory=dict)
+    demo: dict[str, Any] = field(default_factory=dict)
 
     def row(self, name: str) -> Row | None:
         """The scored row called ``name`` (``None`` when absent or failed)."""
@@ -195,4 +198,5 @@ def load_results(path: str | os.PathLike) -> Results:
                    cwd=data.get("cwd") if isinstance(data.get("cwd"), str) else None,
                    created=data.get("created") if isinstance(data.get("created"), str) else None,
                    versions={str(k): str(v) for k, v in versions.items()},
-                   embedder={str(k): str(v) for k, v in embedder.items()})
+                   embedder={str(k): str(v) for k, v in embedder.items()},
+                   demo=data["demo"] if isinstance(data.get("demo"), dict) else {})
