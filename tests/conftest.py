@@ -36,6 +36,28 @@ def rap3df_root(shared_data: Path) -> Path:
     return p
 
 
+@pytest.fixture()
+def small_folder(rap3df_root: Path, tmp_path: Path) -> Path:
+    """A user folder (root/<person>/{nir,vis}) made from 3 RAP3DF people: one VIS photo and two NIR captures each
+    (IR from the red channel, written as gray PNG), plus one corrupt probe."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    db = json.loads((rap3df_root / "rap3df_data_02" / "database.json").read_text())
+    root = tmp_path / "faces"
+    for person in sorted(db)[:3]:
+        (root / person / "vis").mkdir(parents=True)
+        (root / person / "nir").mkdir(parents=True)
+        shutil.copy(rap3df_root / db[person]["front"][0]["rgb"], root / person / "vis" / "a.bmp")
+        for i, pose in enumerate(("left", "down")):
+            ir = np.asarray(Image.open(rap3df_root / db[person][pose][0]["ir_with_bg"]))[:, :, 0]
+            Image.fromarray(ir).save(root / person / "nir" / f"{i}.png")
+    (root / sorted(db)[0] / "nir" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
 @pytest.fixture
 def no_models(tmp_path, monkeypatch) -> Path:
     """No real models folder is visible: home, working directory and data folder all point into tmp_path."""

@@ -33,22 +33,6 @@ def test_evaluate_names_a_missing_data_folder(tmp_path):
     assert "nowhere: no such folder" in " ".join(res.output.split())
 
 
-@pytest.fixture()
-def small_folder(rap3df_root, tmp_path):
-    """A user folder (root/<person>/{nir,vis}) made from 3 RAP3DF people, plus one corrupt probe."""
-    db = json.loads((rap3df_root / "rap3df_data_02" / "database.json").read_text())
-    root = tmp_path / "faces"
-    for person in sorted(db)[:3]:
-        (root / person / "vis").mkdir(parents=True)
-        (root / person / "nir").mkdir(parents=True)
-        shutil.copy(rap3df_root / db[person]["front"][0]["rgb"], root / person / "vis" / "a.bmp")
-        for i, pose in enumerate(("left", "down")):
-            ir = np.asarray(Image.open(rap3df_root / db[person][pose][0]["ir_with_bg"]))[:, :, 0]
-            Image.fromarray(ir).save(root / person / "nir" / f"{i}.png")
-    (root / sorted(db)[0] / "nir" / "broken.png").write_bytes(b"not a png")
-    return root
-
-
 @pytest.mark.data
 def test_evaluate_folder_writes_the_documented_json(small_folder, tmp_path):
     out = tmp_path / "res.json"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -254,25 +253,10 @@ def test_every_image_of_the_report_loads_in_chromium(results_file, tmp_path, chr
     assert "<b>x</b>" in chromium.find_element("css selector", "table.results").text  # shown as text, not markup
 
 
-@pytest.fixture()
-def small_folder(rap3df_root, tmp_path):
-    """root/<person>/{nir,vis} of 3 RAP3DF people, plus a corrupt probe and a probe with no face."""
-    db = json.loads((rap3df_root / "rap3df_data_02" / "database.json").read_text())
-    root = tmp_path / "faces"
-    for person in sorted(db)[:3]:
-        (root / person / "vis").mkdir(parents=True)
-        (root / person / "nir").mkdir(parents=True)
-        shutil.copy(rap3df_root / db[person]["front"][0]["rgb"], root / person / "vis" / "a.bmp")
-        ir = np.asarray(Image.open(rap3df_root / db[person]["left"][0]["ir_with_bg"]))[:, :, 0]
-        Image.fromarray(ir).save(root / person / "nir" / "0.png")
-    first = root / sorted(db)[0] / "nir"
-    (first / "broken.png").write_bytes(b"not a png")
-    Image.fromarray(np.full((120, 100), 90, np.uint8)).save(first / "blank.png")
-    return root
-
-
 @pytest.mark.data
 def test_report_from_a_real_evaluation(small_folder, tmp_path, monkeypatch):
+    first = sorted(small_folder.iterdir())[0] / "nir"
+    Image.fromarray(np.full((120, 100), 90, np.uint8)).save(first / "blank.png")  # a probe with no face
     out = tmp_path / "res.json"
     argv = ["nirvis", "evaluate", "--dataset", "folder", "--data", str(small_folder), "--json", str(out),
             "--cache-dir", str(tmp_path / "cache")]
