@@ -153,7 +153,10 @@ class Recognizer:
         return self.embed_image(read_image(path, channel=channel), source=str(path))
 
     # -- batches -----------------------------------------------------------------------------------
-    def _keys(self, sample: Sample) -> tuple[str, str]:
+    def cache_keys(self, sample: Sample) -> tuple[str, str]:
+        """The cache keys of ``sample``'s aligned face and of its features (the file's content, the aligner's and
+        embedder's fingerprints, and the NIR transform's for NIR samples); raises ImageError for a missing or
+        unreadable file. Shared by every cache user (featurize, the gallery), so their entries coincide."""
         try:
             digest = file_digest(sample.path)
         except OSError as exc:  # the same message as without a cache (read_image's)
@@ -175,7 +178,7 @@ class Recognizer:
             As :meth:`FaceAligner.align` and :func:`nirvis._io.read_image`.
         """
         if akey is None and self.cache is not None:
-            akey = self._keys(sample)[0]
+            akey = self.cache_keys(sample)[0]
         if akey is not None:
             hit = self.cache.get("align", akey)
             if hit is not None:
@@ -216,7 +219,7 @@ class Recognizer:
             try:
                 akey = None
                 if self.cache is not None:
-                    akey, fkey = self._keys(s)
+                    akey, fkey = self.cache_keys(s)
                     hit = self.cache.get("feat", fkey)
                     if hit is not None and self._usable_feature(hit):
                         reason = _from_cache(str(hit["reason"]), s)

@@ -603,7 +603,7 @@ class Gallery:
                         s = Sample(it.person, "vis", it.path, f"gallery:{it.sha256}")
                         akey = None
                         if cache is not None:
-                            akey, fkeys[k] = rec._keys(s)
+                            akey, fkeys[k] = rec.cache_keys(s)
                             hit = cache.get("feat", fkeys[k])
                             if _usable(hit, rec.embedder.dim):
                                 feats[k] = hit["feature"]
@@ -743,7 +743,7 @@ class Gallery:
                 s = Sample("probe", modality, Path(probe), f"probe:{probe}", channel=ch)
                 akey = fkey = None
                 if rec.cache is not None:
-                    akey, fkey = rec._keys(s)
+                    akey, fkey = rec.cache_keys(s)
                     hit = rec.cache.get("feat", fkey)
                     if _usable(hit, rec.embedder.dim):
                         feat = hit["feature"]
