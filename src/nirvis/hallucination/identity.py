@@ -273,9 +273,10 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if not math.isfinite(float(loss)):
-                raise NirvisError(f"identity training diverged at step {step} (loss {float(loss)})")
-            losses.append(float(loss))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NirvisError(f"identity training diverged at step {step} (loss {value})")
+            losses.append(value)
             step += 1
             if step % cfg.val_every == 0:
                 validate()
