@@ -2,58 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from casia_tree import LISTS, disk_path, raw_entries, write_images
 from nirvis.datasets.base import Sample, Split
 from nirvis.datasets.casia import read_list, scan_tree, six_fold_splits, view1_split, view2_split
 from nirvis.errors import DatasetError
 
-DATA = Path(os.environ["NIRVIS_DATA"]) if os.environ.get("NIRVIS_DATA") else (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data")
-LISTS = DATA / "casia-nir-vis-2.0-protocols"
-
 #: The lists whose files the generated tree holds: all of View 2 fold 1 and the VIS images of View 1
 #: (about 9,200 files; View 1's NIR files are left out to keep the tree small, so most are missing).
 TREE_LISTS = ("vis_gallery_1.txt", "nir_probe_1.txt", "vis_gallery_dev.txt", "vis_train_dev.txt")
-
-
-def _encode(mode: str, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, (4, 4), 128).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-NIR_BYTES = _encode("L", "BMP")
-VIS_BYTES = _encode("RGB", "JPEG")
-
-
-def _disk_path(image_root: Path, rel: str) -> Path:
-    """Where a listed file lies on disk: NIR always as ``.bmp``, as in the real dataset."""
-    session, modality, person, name = rel.split("/")
-    if modality.upper() == "NIR":
-        name = os.path.splitext(name)[0] + ".bmp"
-    return image_root / session / modality / person / name
-
-
-def _write_images(image_root: Path, rels) -> None:
-    """Write a tiny real image (4x4 gray BMP for NIR, RGB JPEG for VIS) at each listed path."""
-    paths = sorted({_disk_path(image_root, rel) for rel in rels})
-    for folder in sorted({p.parent for p in paths}):
-        folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=8) as pool:  # file creation is I/O-latency bound
-        list(pool.map(lambda p: p.write_bytes(NIR_BYTES if p.suffix == ".bmp" else VIS_BYTES), paths, chunksize=256))
-
-
-def _raw_entries(name: str) -> list[str]:
-    return [line.strip().replace("\\", "/") for line in (LISTS / name).read_text().splitlines() if line.strip()]
 
 
 def _ids(samples) -> list[str]:
@@ -72,7 +34,7 @@ def casia(lists_dir, tmp_path_factory) -> Path:
     """``base/NIR-VIS-2.0/s*/...`` with every file of ``TREE_LISTS``; ``base/protocols``: a copy of the lists."""
     base = tmp_path_factory.mktemp("casia")
     image_root = base / "NIR-VIS-2.0"
-    _write_images(image_root, [rel for name in TREE_LISTS for rel in _raw_entries(name)])
+    write_images(image_root, [rel for name in TREE_LISTS for rel in raw_entries(name)])
     shutil.copytree(lists_dir, base / "protocols")
     return base
 
@@ -153,7 +115,7 @@ def test_view2_fold1_matches_the_real_protocol(fold1, tree):
     gallery_people = [s.person for s in fold1.gallery]
     assert len(gallery_people) == len(set(gallery_people)) == 358  # one VIS image per person
     assert {s.modality for s in fold1.gallery} == {"vis"}
-    assert _ids(fold1.gallery) == _raw_entries("vis_gallery_1.txt")  # list order kept
+    assert _ids(fold1.gallery) == raw_entries("vis_gallery_1.txt")  # list order kept
     assert len(fold1.probes) == 6208
     assert {s.modality for s in fold1.probes} == {"nir"}
     assert {s.channel for s in fold1.probes} == {"gray"}
@@ -167,7 +129,7 @@ def test_view2_fold1_matches_the_real_protocol(fold1, tree):
 @pytest.mark.data
 def test_view2_never_trains_on_fold1_people_from_view1_train_list(fold1):
     # README fact: View 1's training list shares 182 people with fold 1's gallery.
-    view1_train = _raw_entries("vis_train_dev.txt") + _raw_entries("nir_train_dev.txt")
+    view1_train = raw_entries("vis_train_dev.txt") + raw_entries("nir_train_dev.txt")
     view1_train_people = {e.split("/")[2] for e in view1_train}
     shared = view1_train_people & {s.person for s in fold1.gallery}
     assert len(shared) == 182
@@ -258,10 +220,10 @@ def test_bad_fold_is_named(casia, fold):
 def test_view1_uses_the_dev_lists(casia):
     split = view1_split(casia)
     assert split.name == "view1"
-    assert _ids(split.gallery) == _raw_entries("vis_gallery_dev.txt")
+    assert _ids(split.gallery) == raw_entries("vis_gallery_dev.txt")
     assert len({s.person for s in split.gallery}) == 358
     # the tree holds only the NIR files that View 1 shares with fold 1: the others are missing probes
-    listed_probes = _raw_entries("nir_probe_dev.txt")
+    listed_probes = raw_entries("nir_probe_dev.txt")
     assert len(listed_probes) == 6123
     assert len(split.probes) == 6123 and 0 < len(split.missing) < 6123
     assert sorted(_ids(split.probes)) == sorted(listed_probes)
@@ -269,9 +231,9 @@ def test_view1_uses_the_dev_lists(casia):
     assert {s.modality for s in split.probes} == {"nir"}
     assert {s.person for s in split.probes} <= {s.person for s in split.gallery}
     vis_train = [s for s in split.train if s.modality == "vis"]
-    assert _ids(vis_train) == _raw_entries("vis_train_dev.txt")
-    assert _ids(split.train) == [e for e in _raw_entries("vis_train_dev.txt") + _raw_entries("nir_train_dev.txt")
-                                 if _disk_path(casia / "NIR-VIS-2.0", e).is_file()]
+    assert _ids(vis_train) == raw_entries("vis_train_dev.txt")
+    assert _ids(split.train) == [e for e in raw_entries("vis_train_dev.txt") + raw_entries("nir_train_dev.txt")
+                                 if disk_path(casia / "NIR-VIS-2.0", e).is_file()]
     assert len(split.train_people) == 357
     assert not set(split.train_people) & set(split.test_people)
 
@@ -321,9 +283,9 @@ def test_six_fold_splits_use_numeric_order(tmp_path, caplog):
     ids = ["100", "2", "10", "9", "11", "3", "25", "1000"]
     for person in ids:
         for n in (1, 2):
-            _write_images(tmp_path, [f"s1/NIR/{person}/{n:03d}.bmp"])
+            write_images(tmp_path, [f"s1/NIR/{person}/{n:03d}.bmp"])
             if person != "9":
-                _write_images(tmp_path, [f"s2/VIS/{person}/{n:03d}.jpg"])
+                write_images(tmp_path, [f"s2/VIS/{person}/{n:03d}.jpg"])
     with caplog.at_level(logging.WARNING, logger="nirvis.datasets.casia"):
         splits = six_fold_splits(tmp_path)
     tree = scan_tree(tmp_path)
@@ -337,7 +299,7 @@ def test_six_fold_splits_use_numeric_order(tmp_path, caplog):
 
 def test_six_fold_splits_need_six_people(tmp_path):
     for person in ("1", "2", "3"):
-        _write_images(tmp_path, [f"s1/VIS/{person}/001.jpg"])
+        write_images(tmp_path, [f"s1/VIS/{person}/001.jpg"])
     with pytest.raises(DatasetError, match=r"at least 6 people, found 3"):
         six_fold_splits(tmp_path)
 
