@@ -197,9 +197,7 @@ def fakes(monkeypatch):
 
 
 def _demo(root: Path, cache: StageCache, config: DemoConfig, workers: int = 1):
-    rec = SimpleNamespace(embedder=SimpleNamespace(fingerprint="fake-embedder"),
-                          aligner=SimpleNamespace(fingerprint="fake-aligner", config=None), cache=None)
-    return run_demo(root, config, stage_cache=cache, recognizer=rec, workers=workers)
+    return run_demo(root, config, stage_cache=cache, recognizer=_fake_rec(), workers=workers)
 
 
 def _cached(out) -> dict[str, bool]:
@@ -319,6 +317,145 @@ def test_the_model_is_refused_when_a_split_tests_one_of_its_people(tmp_path, fak
     with pytest.raises(LeakError, match=r"trained on 1 test people of rap3df-seed\d.*P00"):
         _demo(root, StageCache(tmp_path / "demo"), cfg)
     assert fakes.calls["hallucinate"] == 1
+
+
+def test_fits_keep_their_embedding_and_the_report_projects_through_them_and_draws_the_sweep(tmp_path, fakes):
+    """Each fit keeps the map it learned (it reproduces the features the table was scored with); the report's
+    Fig. 6 projects test people through those maps and Fig. 7 draws the alpha sweep of stage 7."""
+    from nirvis.datasets import load_protocol
+    from nirvis.embedding.io import load_embedding
+    from nirvis.report.demo import fig6_projection
+    from nirvis.report.page import write_report
+
+    root = _fake_rap3df(tmp_path / "data")
+    cache = StageCache(tmp_path / "demo")
+    cfg = DemoConfig(splits=(0,), embeddings=("lowrank", "itml"), oracle=False, alpha_sweep=(0.0, 0.5, 1.0))
+    out = _demo(root, cache, cfg)
+    demo = out.results["demo"]
+    split = out.results["results"][0]["splits"][0]["split"]
+    assert sorted((f["row"], f["split"]) for f in demo["fits"]) == [("H+LR", split), ("LR", split), ("itml", split)]
+    lr_folder = Path(next(f["path"] for f in demo["fits"] if f["row"] == "LR"))
+    lr = load_embedding(lr_folder / "embedding")
+    assert lr.embedder_fingerprint == "fake-embedder" and "P00" not in lr.train_people and len(lr.train_people) > 20
+    _, _, every = load_protocol("rap3df", root)
+    modality_of = {s.capture_id: s.modality for s in every}
+    feats = next(Path(s["path"]) for s in demo["stages"] if s["stage"] == "features") / "features.npz"
+    with np.load(feats) as z, np.load(lr_folder / "transformed.npz") as t:
+        row = {c: i for i, c in enumerate(z["capture_id"].tolist())}
+        ids = t["capture_id"].tolist()
+        X = z["features"][[row[c] for c in ids]]
+        modality = np.array([modality_of[c] for c in ids])
+        assert np.allclose(lr.transform(X, modality=modality), t["features"], atol=1e-5)
+
+    # Fig. 6: five test people, raw and through ITML and LR; the fake NIR offset is what LR removes
+    proj, why = fig6_projection(demo)
+    assert proj is not None, why
+    assert [row for row, _, _ in proj.panels] == ["raw", "itml", "LR"] and not proj.problems
+    assert len(set(proj.person.tolist())) == 5 and {"nir", "vis"} == set(proj.modality.tolist())
+    assert all(pts.shape == (len(proj.person), 2) for _, pts, _ in proj.panels)
+    gap = {row: g for row, _, g in proj.panels}
+    assert gap["LR"] < 0.5 * gap["raw"], gap
+
+    # stage 7: both readings at every alpha, alpha 0 computed once; a second run finds it in the cache
+    sweep = demo["alpha_sweep"]
+    assert sweep["alphas"] == [0.0, 0.5, 1.0] and set(sweep["readings"]) == {"log", "gaussian"}
+    assert sweep["readings"]["log"]["rank1"][0] == sweep["readings"]["gaussian"]["rank1"][0]
+    assert all(len(c["per_split_rank1"]) == 3 and all(0 <= v <= 1 for v in c["rank1"])
+               for c in sweep["readings"].values())
+    assert fakes.calls["hallucinate"] == 1 + 5  # stage 4, then (log: 0, .5, 1; gaussian: .5, 1)
+    again = _demo(root, cache, cfg)
+    assert all(_cached(again).values()) and fakes.calls["hallucinate"] == 6
+    assert again.results["demo"]["alpha_sweep"] == sweep
+
+    results = tmp_path / "demo.json"
+    results.write_text(json.dumps(out.results))
+    page = write_report(results, tmp_path / "report").read_text()
+    assert 'src="figures/fig6.png"' in page and 'src="figures/fig7.png"' in page
+    assert f"5 test people of split {split}" in page and "log: best" in page and "gaussian: best" in page
+
+
+# -- CASIA NIR-VIS 2.0: the real protocol lists over a generated tree of tiny images (stages faked) ------------
+
+@pytest.fixture(scope="module")
+def casia_root(tmp_path_factory) -> Path:
+    """``base/NIR-VIS-2.0/s*/...`` holding every file of View 2 fold 1 and of View 1's training lists (about
+    15,000 tiny images), and ``base/protocols``: the real lists."""
+    import shutil
+
+    from casia_tree import LISTS, raw_entries, write_images
+
+    if not (LISTS / "vis_gallery_1.txt").is_file():
+        pytest.skip(f"CASIA protocol lists not found at {LISTS}: set NIRVIS_DATA")
+    base = tmp_path_factory.mktemp("casia")
+    write_images(base / "NIR-VIS-2.0", [rel for name in ("vis_gallery_1.txt", "nir_probe_1.txt", "vis_train_dev.txt",
+                                                         "nir_train_dev.txt") for rel in raw_entries(name)])
+    shutil.copytree(LISTS, base / "protocols")
+    return base
+
+
+#: Small versions of the CASIA demo's two runs: View 2 fold 1, and the first two of the six folds.
+SMALL_VIEW2 = DemoConfig(name="casia-view2", splits=(0,), embeddings=("itml", "lmnn", "lowrank"), oracle=False,
+                         fit_people=12, hallucination=False)
+SMALL_SIXFOLD = DemoConfig(name="casia-sixfold", splits=(0, 1), embeddings=("lowrank",), oracle=False, fit_people=12,
+                           mine_people=5)
+
+
+@pytest.mark.data
+def test_casia_view2_fits_the_baselines_and_the_sixfold_protocol_trains_one_model_per_fold(casia_root, tmp_path,
+                                                                                         fakes):
+    from nirvis.datasets import load_protocol
+
+    cache = StageCache(tmp_path / "demo")
+    view2 = run_demo(casia_root, SMALL_VIEW2, stage_cache=cache, recognizer=_fake_rec(), workers=1, dataset="casia",
+                     protocol="view2")
+    assert [r["config"] for r in view2.results["results"]] == ["raw", "LR", "itml", "lmnn"]
+    assert all("error" not in r for r in view2.results["results"]), view2.results["results"]
+    fold1 = view2.results["results"][0]
+    assert fold1["n_probes"] == 6208 and fold1["splits"][0]["split"] == "view2-fold1"  # the list's probes
+    assert [s["stage"] for s in view2.results["demo"]["stages"]] == ["features", "fit", "evaluate"]
+    assert fakes.calls["mine"] == fakes.calls["train"] == fakes.calls["hallucinate"] == 0
+    assert view2.results["protocol"].startswith("casia-view2") and "first 12 training people" in view2.results["protocol"]
+
+    six = run_demo(casia_root, SMALL_SIXFOLD, stage_cache=cache, recognizer=_fake_rec(), workers=1,
+                   dataset="casia", protocol="sixfold")
+    assert [r["config"] for r in six.results["results"]] == ["raw", "H", "LR", "H+LR"]
+    assert all("error" not in r and r["n_splits"] == 2 for r in six.results["results"]), six.results["results"]
+    # one model per fold, each trained on 5 of that fold's training people, told that fold's test people
+    assert fakes.calls["mine"] == fakes.calls["train"] == fakes.calls["hallucinate"] == 2
+    _, folds, _ = load_protocol("casia", casia_root, "sixfold")
+    assert fakes.calls["forbidden"] == sorted(folds[1].test_people)
+    stages = [(s["stage"]) for s in six.results["demo"]["stages"]]
+    assert stages == ["features", "mine", "train", "hallucinate", "mine", "train", "hallucinate", "fit", "evaluate"]
+    assert "one hallucination model per split" in six.notes[0]
+
+
+@pytest.mark.data
+def test_casia_demo_command_prints_both_tables_and_reports_them(casia_root, tmp_path, fakes, monkeypatch):
+    from nirvis.cli import app
+
+    monkeypatch.setattr(demo_pipeline, "CASIA_VIEW2", SMALL_VIEW2)
+    monkeypatch.setattr(demo_pipeline, "CASIA_SIXFOLD", SMALL_SIXFOLD)
+    out, report = tmp_path / "casia.json", tmp_path / "report"
+    res = runner.invoke(app, ["demo", "--dataset", "casia", "--data", str(casia_root), "--cache-dir",
+                              str(tmp_path / "cache"), "--workers", "1", "--json", str(out), "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    assert res.output.index("Table 3 (casia-view2") < res.output.index("Table 2 (casia-sixfold")
+    data = json.loads(out.read_text())
+    assert [r["config"] for r in data["results"]] == ["raw", "H", "LR", "H+LR"]
+    assert data["tables"][0]["title"].startswith("Table 3") and \
+        [r["config"] for r in data["tables"][0]["results"]] == ["raw", "LR", "itml", "lmnn"]
+    assert data["demo"]["dataset"] == "casia" and data["demo"]["view2"]["mode"] == "casia-view2"
+    page = (report / "index.html").read_text()
+    assert "Table 3: CASIA NIR-VIS 2.0 View 2" in page and "<td>lmnn</td>" in page
+    assert "rap3df" not in data["protocol"] and "rap3df" not in data["tables"][0]["protocol"]
+    # no --data: CASIA is licensed and never found by default; the message says where it was looked for
+    res = runner.invoke(app, ["demo", "--dataset", "casia", "--quick"])
+    assert res.exit_code != 0 and "--quick: RAP3DF only" in res.output
+
+
+def _fake_rec():
+    return SimpleNamespace(embedder=SimpleNamespace(fingerprint="fake-embedder"),
+                           aligner=SimpleNamespace(fingerprint="fake-aligner", config=None), cache=None)
 
 
 def replace_cfg(cfg: DemoConfig, **changes) -> DemoConfig:

@@ -396,6 +396,7 @@ def fit_embedding_cmd(
 @app.command()
 def demo(
     data: DataOpt = None,
+    dataset: Annotated[DatasetName, typer.Option("--dataset", "-d", help="rap3df (the main job), or casia for users who hold CASIA NIR-VIS 2.0 (give --data): its View 2 table (the paper's Table 3) and its 6-fold table with hallucination (Table 2).")] = DatasetName.rap3df,
     workers: WorkersOpt = 2,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here (the layout of 'nirvis evaluate --json', plus the demo's stages).")] = None,
     embedder: EmbedderOpt = "dlib",
@@ -404,10 +405,13 @@ def demo(
     report_dir: Annotated[Optional[Path], typer.Option("--report", help="Then write the report (DIR/index.html, as 'nirvis report') of these results.")] = None,
     cache_dir: CacheOpt = None,
     stage_cache: Annotated[Optional[Path], typer.Option("--stage-cache", help="Where the finished stages are kept (default: demo/ in the feature cache folder).")] = None,
+    alpha_sweep: Annotated[bool, typer.Option("--alpha-sweep", help="Also sweep eq. (1)'s alpha (0 to 1 by 0.2, both readings) on the probes: the report's Fig. 7 (a few minutes more).")] = False,
 ) -> None:
-    """The main job: every stage of the system on the real RAP3DF faces, then the paper's Table 2 for this data.
+    """The main job: every stage of the system on the real RAP3DF faces, then the paper's Table 2 for this data
+    (with --dataset casia: Table 3 on View 2, then Table 2 on the 6-fold protocol).
 
-    Stages: align + embed, mine patches, train the hallucination CNNs, hallucinate, fit LR / MS / ITML, evaluate.
+    Stages: align + embed, mine patches, train the hallucination CNNs, hallucinate, fit LR / MS / ITML, evaluate;
+    with --alpha-sweep, rank-1 of H against eq. (1)'s alpha.
 
     Each stage is cached by its inputs and settings: a rerun redoes only what changed or was interrupted.
     """
@@ -424,23 +428,52 @@ def demo(
     except DatasetError as exc:
         # --data given: its own reason (e.g. no such folder); else where the data is looked for
         _fail(str(exc) if data is not None else HOW_TO_GET_DATA, code=1)
-    from nirvis.demo import FULL, QUICK, StageCache, run_demo
+    from dataclasses import replace
+
+    from nirvis.demo import FULL, QUICK, STAGES, StageCache, run_demo
     from nirvis.demo.console import ConsoleProgress
+    from nirvis.demo.pipeline import CASIA_SIXFOLD, CASIA_VIEW2, SWEEP_ALPHAS
     from nirvis.evaluation.protocols import EvaluationReport
     from nirvis.report.provenance import run_info
 
     rec = _recognizer(cache_dir, False, embedder, models_dir, root)
     stages = StageCache(stage_cache if stage_cache is not None else rec.cache.root / "demo")
-    what = "quick run: split 0, rows raw, H, LR, H+LR" if quick else "10 splits of 24 test people"
-    typer.echo(f"nirvis demo: RAP3DF ({what}), network {embedder}, data from {root}; stages kept in {stages.root}")
+    n_stages = len(STAGES) if alpha_sweep else len(STAGES) - 1
+    if dataset == DatasetName.folder:
+        _fail("--dataset folder: the demo runs RAP3DF (default) or CASIA; evaluate a folder with nirvis evaluate")
+    casia = dataset == DatasetName.casia
+    if casia and quick:
+        _fail("--quick: RAP3DF only (the CASIA demo's two tables have no short form)")
+    if casia:
+        runs = [("view2", CASIA_VIEW2), ("sixfold", replace(CASIA_SIXFOLD, alpha_sweep=SWEEP_ALPHAS)
+                                         if alpha_sweep else CASIA_SIXFOLD)]
+        typer.echo(f"nirvis demo: CASIA NIR-VIS 2.0 (View 2, 10 folds: Table 3; 6-fold with hallucination: Table 2), "
+                   f"network {embedder}, data from {root}; stages kept in {stages.root}")
+    else:
+        config = QUICK if quick else FULL
+        runs = [(None, replace(config, alpha_sweep=SWEEP_ALPHAS) if alpha_sweep else config)]
+        what = "quick run: split 0, rows raw, H, LR, H+LR" if quick else "10 splits of 24 test people"
+        typer.echo(f"nirvis demo: RAP3DF ({what}), network {embedder}, data from {root}; stages kept in {stages.root}")
+    outs = []
     try:
-        out = run_demo(root, QUICK if quick else FULL, stage_cache=stages, recognizer=rec, workers=workers,
-                       progress=ConsoleProgress())
+        for protocol, config in runs:
+            if casia:
+                typer.echo(f"-- {'Table 3: View 2' if protocol == 'view2' else 'Table 2: the 6-fold protocol'}")
+            outs.append(run_demo(root, config, stage_cache=stages, recognizer=rec, workers=workers,
+                                 progress=ConsoleProgress(n_stages),
+                                 dataset=dataset.value, protocol=protocol))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to go on from where it stopped (finished stages, mined "
               "people and training checkpoints are kept)", code=130)
     except (NirvisError, ValueError, OSError) as exc:
         _fail(str(exc), code=1)
+    out = outs[-1]
+    for extra in outs[:-1]:  # CASIA: Table 3 first
+        r = extra.results
+        typer.echo(f"Table 3 ({r['protocol']}):")
+        _print_report(EvaluationReport(r["protocol"], r["results"], r["alignment"]))
+    if casia:
+        typer.echo(f"Table 2 ({out.results['protocol']}):")
     res = out.results
     _print_report(EvaluationReport(res["protocol"], res["results"], res["alignment"]))
     sentence = _demo_sentence(out.results_path)
@@ -448,9 +481,15 @@ def demo(
     typer.echo(sentence)
     for note in out.notes:
         typer.echo(note)
-    timing = ", ".join(f"{r.stage} {'cached' if r.cached else f'{r.seconds:.0f} s'}" for r in out.stages)
+    timing = ", ".join(f"{r.stage} {'cached' if r.cached else f'{r.seconds:.0f} s'}" for o in outs for r in o.stages)
     typer.echo(f"time: {timing}; {time.perf_counter() - t0:.0f} s in all")
-    results_file = json_out if json_out is not None else (stages.root / f"results-{'quick' if quick else 'full'}.json"
+    if casia:  # one file: Table 2 and its demo section, with Table 3 (and its demo section) beside it
+        r = outs[0].results
+        res["tables"] = [{"title": "Table 3: CASIA NIR-VIS 2.0 View 2", "protocol": r["protocol"],
+                          "results": r["results"], "alignment": r["alignment"]}]
+        res["demo"]["view2"] = r["demo"]
+    name = "casia" if casia else "quick" if quick else "full"
+    results_file = json_out if json_out is not None else (stages.root / f"results-{name}.json"
                                                           if report_dir is not None else None)
     if results_file is not None:
         try:
@@ -466,7 +505,7 @@ def demo(
             typer.echo(f"wrote {write_report(results_file, report_dir)}")
         except (NirvisError, ValueError, OSError) as exc:
             _fail(f"--report {report_dir}: {exc}", code=1)
-    failed = [r for r in res["results"] if "error" in r]
+    failed = [r for o in outs for r in o.results["results"] if "error" in r]
     for r in failed:
         typer.echo(f"error: {r['error']}", err=True)
     if failed:

@@ -12,7 +12,10 @@ class ConsoleProgress:
     """A :class:`~nirvis.demo.pipeline.DemoProgress` drawn with rich on stderr (bars vanish when their stage
     ends, and a line stays: ``[3/6] train H: 1000 steps ... (96 s)``, or ``(cached)``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: int = len(STAGES) - 1) -> None:
+        """``stages``: how many stages this run has (:data:`~nirvis.demo.pipeline.STAGES` has one more, the α
+        sweep, run only when asked)."""
+        self.stages = stages
         from rich.console import Console
 
         self.console = Console(stderr=True, highlight=False)
@@ -25,7 +28,7 @@ class ConsoleProgress:
                                    TimeRemainingColumn)
 
         self._stop()
-        self._label = f"[{index}/{len(STAGES)}] {title}"
+        self._label = f"[{index}/{max(self.stages, index)}] {title}"
         self._bar = Progress(TextColumn(self._label.replace("[", r"\[")), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
                              console=self.console, transient=True)

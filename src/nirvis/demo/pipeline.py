@@ -13,8 +13,17 @@ Stages (paper Sec. 3-5), each a folder of :class:`~nirvis.demo.cache.StageCache`
    hallucinated ones (``H+LR``); one stage folder per row and split.
 6. ``evaluate``: Table 2's rows on every split: rank-1, VR@FAR=1% and 0.1% (the layout of ``nirvis evaluate
    --json``).
+7. ``sweep`` (only with :attr:`DemoConfig.alpha_sweep`): rank-1 of ``H`` against eq. (1)'s α, both readings
+   (Fig. 7).
 
-**One hallucination model for every split.** The people of the 2017 set train in every split of the RAP3DF
+Each fit keeps its fitted embedding (``embedding.npz`` + ``.json``) beside its transformed features; the results
+list them (``demo.fits``), and the report projects a few test people's features through them (Fig. 6).
+
+**CASIA NIR-VIS 2.0** (``dataset="casia"``, for users who hold it): :data:`CASIA_VIEW2` is the paper's Table 3
+(View 2, no hallucination: stages 2-4 are skipped), :data:`CASIA_SIXFOLD` its Table 2 (the 6-fold protocol). CASIA's
+folds share no training people, so each fold gets its own hallucination model (stages 2-4 once per fold).
+
+**RAP3DF: one hallucination model for every split.** The people of the 2017 set train in every split of the RAP3DF
 protocol (only the 2019 people are split 24/24; :func:`~nirvis.datasets.rap3df.rap3df_splits`), so a model trained
 on patches of 2017 people has seen no test person of any split; this is checked for every split. Training one
 model instead of ten, on the patches of the first captures of each person (:attr:`DemoConfig.captures_per_person`),
@@ -44,7 +53,7 @@ from nirvis.demo.cache import PendingStage, StageCache, StageResult
 from nirvis.errors import NirvisError
 from nirvis.pipeline import Failure, FeatureSet, Recognizer
 
-__all__ = ["DemoConfig", "FULL", "QUICK", "DemoProgress", "DemoResult", "DemoError", "run_demo", "STAGES",
+__all__ = ["DemoConfig", "FULL", "QUICK", "CASIA_VIEW2", "CASIA_SIXFOLD", "DemoProgress", "DemoResult", "DemoError", "run_demo", "STAGES",
            "ROW_ORDER", "model_people"]
 
 log = logging.getLogger(__name__)
@@ -57,14 +66,22 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("hallucinate", "hallucinate"),
     ("fit", "fit LR, MS, ITML"),
     ("evaluate", "evaluate"),
+    ("sweep", "alpha sweep"),
 )
 
+#: The α grid of ``nirvis demo --alpha-sweep`` (paper Fig. 7 sweeps [0, 1]).
+SWEEP_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
 #: Table 2's rows, in the order they are printed (those a configuration does not compute are left out).
-ROW_ORDER = ("raw", "H", "LR", "H+LR", "itml", "MS", "oracle-VIS")
+ROW_ORDER = ("raw", "H", "LR", "H+LR", "itml", "lmnn", "MS", "oracle-VIS")
+
+#: Stem of the fitted embedding a fit stage keeps beside its transformed features (``embedding.npz`` + ``.json``,
+#: :func:`nirvis.embedding.io.save_embedding`).
+FIT_EMBEDDING = "embedding"
 
 #: Learned embeddings (``nirvis evaluate -e``) the demo can fit on raw features; ``lowrank`` is also fitted on
 #: hallucinated ones (``H+LR``).
-EMBEDDINGS = ("lowrank", "itml", "ms")
+EMBEDDINGS = ("lowrank", "itml", "lmnn", "ms")
 
 
 class DemoError(NirvisError, ValueError):
@@ -86,7 +103,8 @@ class DemoConfig:
         the 2017 set (a smaller training set, so that fewer NIR faces are hallucinated: the quick run).
     mine_people
         Train the hallucination model on the first this many people (sorted ids) of the 2017 set who train in
-        every split (``None``: all 59).
+        every split (``None``: all 59); on CASIA, each split's model on the first this many of its training
+        people.
     captures_per_person
         Mine the first this many captures of each of them (capture-id order; ``None``: all): each NIR frame
         against each VIS frame, so ``k`` captures give ``k`` pairs of simultaneous frames and ``k (k - 1)``
@@ -100,9 +118,19 @@ class DemoConfig:
     alpha, reading
         Eq. (1) blend of the hallucinated luminance with the NIR (paper: 0.6, LoG).
     embeddings
-        Learned embeddings fitted on raw features: among ``lowrank`` (row LR, and H+LR), ``itml``, ``ms``.
+        Learned embeddings fitted on raw features: among ``lowrank`` (row LR, and H+LR), ``itml``, ``lmnn``,
+        ``ms``.
+    fit_people
+        Fit the embeddings on the first this many training people of each split (sorted ids; ``None``: all).
+        CASIA's splits train on hundreds of people, whose NIR faces would all be hallucinated for H+LR.
+    hallucination
+        Run stages 2-4 and the rows ``H`` and ``H+LR`` (CASIA's View 2 table, the paper's Table 3, has none).
     oracle
         Add the row ``oracle-VIS`` (each probe replaced by the VIS frame taken with it).
+    alpha_sweep
+        Stage 7 (paper Fig. 7): rank-1 of ``H`` at each of these α, for both readings of eq. (1), on every
+        split's probes (each NIR probe hallucinated once per setting; α 0 is the same for both readings). Empty:
+        no sweep.
     """
 
     name: str = "full"
@@ -117,14 +145,19 @@ class DemoConfig:
     threads: int = 1
     alpha: float = 0.6
     reading: str = "log"
-    embeddings: tuple[str, ...] = EMBEDDINGS
+    embeddings: tuple[str, ...] = ("lowrank", "itml", "ms")
     oracle: bool = True
+    fit_people: int | None = None
+    hallucination: bool = True
+    alpha_sweep: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not (isinstance(a, (int, float)) and 0 <= a <= 1) for a in self.alpha_sweep):
+            raise ValueError(f"DemoConfig.alpha_sweep: every alpha must be in [0, 1], got {list(self.alpha_sweep)}")
         bad = [e for e in self.embeddings if e not in EMBEDDINGS]
         if bad:
             raise ValueError(f"DemoConfig.embeddings: {bad} not among {list(EMBEDDINGS)}")
-        for name in ("mine_people", "captures_per_person"):
+        for name in ("mine_people", "captures_per_person", "fit_people"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"DemoConfig.{name} must be >= 1 or None, got {v}")
@@ -135,11 +168,24 @@ class DemoConfig:
         d = asdict(self)
         d["splits"] = None if self.splits is None else list(self.splits)
         d["embeddings"] = list(self.embeddings)
+        d["alpha_sweep"] = [float(a) for a in self.alpha_sweep]
         return d
 
 
 #: ``nirvis demo``: the 10 splits, every row, H trained on the 59 people of 2017 (2 captures each), <= 1000 steps.
 FULL = DemoConfig()
+
+#: ``nirvis demo --dataset casia``, first part: the paper's Table 3 (CASIA NIR-VIS 2.0 View 2, 10 folds): raw,
+#: ITML, LMNN and LR, no hallucination; the embeddings are fitted on 200 training people of each fold (each fold
+#: trains on every person outside its test people: about 12,000 images).
+CASIA_VIEW2 = DemoConfig(name="casia-view2", embeddings=("itml", "lmnn", "lowrank"), oracle=False, fit_people=200,
+                         hallucination=False)
+
+#: ``nirvis demo --dataset casia``, second part: the paper's Table 2 (the person-disjoint 6-fold protocol) with
+#: hallucination: one model per fold, trained on the patches of the first 40 training people of the fold (2
+#: captures each); LR and H+LR fitted on 200 training people of the fold.
+CASIA_SIXFOLD = DemoConfig(name="casia-sixfold", embeddings=("lowrank", "itml"), oracle=False, fit_people=200,
+                           mine_people=40)
 
 #: ``nirvis demo --quick``: split 0, the four main rows, H trained on the simultaneous frames of 12 people (about 50
 #: steps), the embeddings fitted on the split's 24 training people of 2019 (fewer NIR faces to hallucinate).
@@ -259,9 +305,9 @@ def _transform_rows(model, X: np.ndarray, modality: np.ndarray) -> np.ndarray:
     return np.asarray(model.transform(X), dtype=np.float32)
 
 
-def _fit_task(task: tuple) -> tuple[np.ndarray, float]:
+def _fit_task(task: tuple) -> tuple[np.ndarray, float, Any]:
     """Fit ``method`` on training features and transform the evaluation features (often in a worker process);
-    returns the transformed features and the seconds it took."""
+    returns the transformed features, the seconds it took and the fitted embedding (saved by the stage)."""
     import time
 
     method, X, y, mod, Xe, mod_e, single_thread = task
@@ -277,7 +323,7 @@ def _fit_task(task: tuple) -> tuple[np.ndarray, float]:
         # metric-learn says when it draws fewer pairs than asked (few people); the count is in its settings
         warnings.filterwarnings("ignore", message="Only generated", category=UserWarning)
         model = embedding_fitter(method)(X, y, mod)
-        return _transform_rows(model, Xe, mod_e), time.perf_counter() - t0
+        return _transform_rows(model, Xe, mod_e), time.perf_counter() - t0, model
 
 
 def model_people(samples: Sequence[Sample], splits_all: Sequence[Split], n: int | None) -> list[str]:
@@ -298,10 +344,12 @@ class _Run:
     workers: int
     progress: DemoProgress
     stages: list[StageResult] = field(default_factory=list)
+    label: str = ""  # the split whose hallucination model stages 2-4 are making, when there is one per split
 
     def stage(self, index: int, total: int | None) -> None:
         name, title = STAGES[index - 1]
-        self.progress.begin(index, name, title, total)
+        self.progress.begin(index, name, f"{title} ({self.label})" if self.label and 2 <= index <= 4 else title,
+                            total)
 
     def counter(self) -> Callable[[int], None]:
         """A callback that adds ``n`` finished items to the current stage's bar."""
@@ -320,16 +368,57 @@ class _Run:
         return result
 
 
+@dataclass(frozen=True)
+class _ModelGroup:
+    """One hallucination model: the people whose patches train it and the splits it serves (it must have seen
+    none of their test people)."""
+
+    people: list[str]
+    served: tuple[Split, ...]
+    label: str = ""
+
+
+def _model_groups(dataset: str, every: Sequence[Sample], splits_all: Sequence[Split], splits: Sequence[Split],
+                  config: DemoConfig) -> list[_ModelGroup]:
+    """RAP3DF: one model for every split, trained on people of 2017 who train in all of them
+    (:func:`model_people`). Other protocols (CASIA's six folds) have no such people: one model per evaluated
+    split, trained on the first :attr:`DemoConfig.mine_people` of its training people (sorted ids)."""
+    if dataset == "rap3df":
+        people = model_people(every, splits_all, config.mine_people)
+        if len(people) < 2:
+            raise DemoError(f"the hallucination model needs the patches of at least 2 people of the 2017 set who "
+                            f"train in every split; the data has {len(people)}")
+        return [_ModelGroup(people, tuple(splits_all))]
+    groups = []
+    for sp in splits:
+        people = sorted(sp.train_people)[:config.mine_people]
+        if len(people) < 2:
+            raise DemoError(f"split {sp.name}: the hallucination model needs at least 2 training people, it has "
+                            f"{len(people)}")
+        groups.append(_ModelGroup(people, (sp,), sp.name))
+    return groups
+
+
+def _first_people(split: Split, n: int | None) -> Split:
+    """``split`` with its training set cut to the first ``n`` training people (sorted ids)."""
+    if n is None:
+        return split
+    keep = set(sorted(split.train_people)[:n])
+    return replace(split, train=tuple(s for s in split.train if s.person in keep))
+
+
 def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_cache: StageCache,
-             recognizer: Recognizer, workers: int = 2, progress: DemoProgress | None = None) -> DemoResult:
-    """Run every stage of the system on RAP3DF (module docstring), each from the cache when its key is there.
+             recognizer: Recognizer, workers: int = 2, progress: DemoProgress | None = None,
+             dataset: str = "rap3df", protocol: str | None = None) -> DemoResult:
+    """Run every stage of the system on a dataset's protocol (module docstring), each from the cache when its key
+    is there.
 
     Parameters
     ----------
     data_root
-        The data folder (holding ``rap3df/``) or the RAP3DF folder.
+        The data folder (holding ``rap3df/`` or ``casia/``) or the dataset's folder.
     config
-        :data:`FULL`, :data:`QUICK` or another :class:`DemoConfig`.
+        :data:`FULL`, :data:`QUICK`, :data:`CASIA_VIEW2`, :data:`CASIA_SIXFOLD` or another :class:`DemoConfig`.
     stage_cache
         Where the stages are kept (the command line: ``$NIRVIS_CACHE/demo``).
     recognizer
@@ -338,6 +427,9 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
         Processes for align + embed, mining and fitting.
     progress
         Told about every stage (default: nothing is shown).
+    dataset, protocol
+        As ``nirvis evaluate --dataset --protocol``: ``"rap3df"`` (its 10 splits), or ``"casia"`` with
+        ``"view2"`` (Table 3) or ``"sixfold"`` (Table 2, one hallucination model per fold).
 
     Raises
     ------
@@ -349,20 +441,27 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
     progress = progress or _Silent()
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    protocol, splits_all, every = load_protocol("rap3df", data_root)
+    if config.train_2019_only and dataset != "rap3df":
+        raise DemoError(f"DemoConfig.train_2019_only: RAP3DF only, not {dataset}")
+    protocol_name, splits_all, every = load_protocol(dataset, data_root, protocol)
     if config.splits is None:
         splits = list(splits_all)
     else:
         bad = [k for k in config.splits if not 0 <= k < len(splits_all)]
         if bad:
-            raise DemoError(f"splits {bad}: RAP3DF has splits 0..{len(splits_all) - 1}")
+            raise DemoError(f"splits {bad}: {protocol_name} has splits 0..{len(splits_all) - 1}")
         splits = [splits_all[k] for k in config.splits]
     if config.train_2019_only:
         splits = [replace(sp, train=tuple(s for s in sp.train if s.meta.get("set") == "2019")) for sp in splits]
-    if config.splits is not None or config.train_2019_only:
-        protocol = (f"rap3df-{config.name}: split{'s' if len(splits) > 1 else ''} {', '.join(sp.name for sp in splits)}"
-                    + (" (embeddings fitted on the split's training people of 2019)" if config.train_2019_only else ""))
-    if config.splits is None and not config.train_2019_only:
+    splits = [_first_people(sp, config.fit_people) for sp in splits]
+    if config.splits is not None or config.train_2019_only or config.fit_people is not None:
+        name = config.name if config.name.startswith(dataset) else f"{dataset}-{config.name}"
+        protocol_name = (f"{name}: split{'s' if len(splits) > 1 else ''} "
+                         f"{', '.join(sp.name for sp in splits)}"
+                         + (" (embeddings fitted on the split's training people of 2019)" if config.train_2019_only
+                            else f" (embeddings fitted on the first {config.fit_people} training people of each "
+                                 "split)" if config.fit_people is not None else ""))
+    if dataset == "rap3df" and config.splits is None and not config.train_2019_only:
         samples = list(every)  # every capture: the alignment rate covers the whole dataset
     else:
         seen: dict[str, Sample] = {}
@@ -376,39 +475,45 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
                     seen.setdefault(s.capture_id, s)
         samples = list(seen.values())
 
-    people = model_people(every, splits_all, config.mine_people)
-    if len(people) < 2:
-        raise DemoError(f"the hallucination model needs the patches of at least 2 people of the 2017 set who "
-                        f"train in every split; {data_root} has {len(people)}")
+    groups = _model_groups(dataset, every, splits_all, splits, config) if config.hallucination else []
     run = _Run(config, stage_cache, recognizer, workers, progress)
+    hfs_of: dict[str, FeatureSet] = {}
+    hal_key_of: dict[str, str] = {}
+    models: list[tuple[_ModelGroup, StageResult, StageResult]] = []
     with stage_cache.lock(progress.note):
         fs, feat_stage = _features_stage(run, samples)
         fits = _Fits(run)
         try:
             raw_pending = _start_raw_fits(run, fits, fs, feat_stage, splits)
-            store_stage = _mine_stage(run, every, people)
-            model_stage = _train_stage(run, store_stage, splits_all)
-            hfs, hal_stage = _hallucinate_stage(run, fs, feat_stage, model_stage, splits, splits_all)
-            _fit_stage(run, fits, raw_pending, fs, hfs, hal_stage, splits)
+            for g in groups:
+                run.label = g.label
+                store_stage = _mine_stage(run, every, g.people)
+                model_stage = _train_stage(run, store_stage, g.served)
+                served = [sp for sp in splits if sp.name in {x.name for x in g.served}]
+                hfs, hal_stage = _hallucinate_stage(run, fs, feat_stage, model_stage, served, g.served)
+                models.append((g, store_stage, model_stage))
+                for sp in served:
+                    hfs_of[sp.name], hal_key_of[sp.name] = hfs, hal_stage.key
+            run.label = ""
+            _fit_stage(run, fits, raw_pending, fs, hfs_of, hal_key_of, splits)
         finally:
             fits.close(cancel=True)
-        results_path, eval_stage = _evaluate_stage(run, protocol, splits, fs, feat_stage, hfs, hal_stage, fits)
+        results_path, eval_stage = _evaluate_stage(run, protocol_name, splits, fs, feat_stage, hfs_of, hal_key_of,
+                                                   fits)
+        sweep = None
+        if config.alpha_sweep and models:
+            g, _, model_stage = models[0]
+            sweep = _sweep_stage(run, fs, feat_stage, model_stage,
+                                 [sp for sp in splits if sp.name in {x.name for x in g.served}])
     results = read_json(results_path, DemoError)
-    n_model = model_stage.info.get("train_people", 0) + model_stage.info.get("val_people", 0)
-    notes = [
-        f"H: one hallucination model serves every split. It was trained for {model_stage.info.get('steps', '?')} "
-        f"steps ({config.train_epochs} epochs or {config.train_max_steps} steps, whichever comes first; 'cpu' preset, "
-        f"seed {config.seed}) on {store_stage.info.get('pairs_stored', '?')} patch pairs (with flips) of {n_model} "
-        f"people of the 2017 set ({_captures(config)}). They are training people in every split, so the model has "
-        f"seen no test person of any split (checked for each). Eq. (1) blend: alpha {config.alpha:g} "
-        f"({config.reading}).",
-    ]
+    notes = [_model_note(config, dataset, models)] if models else []
     if config.train_2019_only:
         notes.append("Quick run: one split; the embeddings (LR, H+LR) are fitted on the split's 24 training people "
                      "of 2019 only, so its rows are not those of the full demo (run nirvis demo for them).")
     results["demo"] = {
-        "mode": config.name, "config": config.to_dict(), "notes": notes,
-        "hallucination_model": str(model_stage.path / "model"),
+        "mode": config.name, "config": config.to_dict(), "notes": notes, "dataset": dataset,
+        "protocol_arg": protocol,
+        "hallucination_model": str(models[0][2].path / "model") if models else None,
         # where the report (nirvis report) finds the stages' files and the aligned faces
         "data_root": str(Path(data_root).resolve()), "stage_cache": str(stage_cache.root.resolve()),
         "feature_cache": (str(Path(recognizer.cache.root).resolve())
@@ -416,8 +521,30 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
         "stages": [{"stage": r.stage, "key": r.key, "path": str(r.path), "cached": r.cached,
                     "seconds": round(r.seconds, 3), "computed_seconds": round(r.computed_seconds, 3), "info": r.info}
                    for r in run.stages],
+        # each fitted embedding (transformed.npz, embedding.npz/.json) by row and split: the report's Fig. 6
+        "fits": [{"row": row, "split": split, "path": str(path)} for (row, split), path in sorted(fits.folders.items())],
     }
+    if sweep is not None:
+        results["demo"]["alpha_sweep"] = sweep
     return DemoResult(results, results_path, run.stages, notes)
+
+
+def _model_note(config: DemoConfig, dataset: str, models: list) -> str:
+    """How H was trained, for the notes under the table."""
+    g, store_stage, model_stage = models[0]
+    n_model = model_stage.info.get("train_people", 0) + model_stage.info.get("val_people", 0)
+    how = (f"{config.train_epochs} epochs or {config.train_max_steps} steps, whichever comes first; 'cpu' preset, "
+           f"seed {config.seed}")
+    blend = f"Eq. (1) blend: alpha {config.alpha:g} ({config.reading})."
+    if len(models) == 1 and dataset == "rap3df":
+        return (f"H: one hallucination model serves every split. It was trained for {model_stage.info.get('steps', '?')} "
+                f"steps ({how}) on {store_stage.info.get('pairs_stored', '?')} patch pairs (with flips) of {n_model} "
+                f"people of the 2017 set ({_captures(config)}). They are training people in every split, so the model "
+                f"has seen no test person of any split (checked for each). {blend}")
+    steps = ", ".join(f"{g.label} {m.info.get('steps', '?')}" for g, _, m in models)
+    return (f"H: one hallucination model per split, each trained ({how}) on the patches of the first "
+            f"{len(g.people)} training people of its split ({_captures(config)}); it has seen no test person of its "
+            f"split (checked). Steps: {steps}. {blend}")
 
 
 def _captures(config: DemoConfig) -> str:
@@ -478,7 +605,7 @@ def _mine(jobs: list, store: Path, mining, workers: int, parts: Path, progress: 
     from nirvis.mining.miner import mine_store
 
     return mine_store(jobs, store, mining, workers=workers, parts_dir=parts, progress=progress,
-                      meta={"dataset": "rap3df", "split": "demo: people of 2017 who train in every split"})
+                      meta={"made_by": "nirvis demo", "people": "the training people of the demo's model"})
 
 
 def _mine_stage(run: _Run, every: Sequence[Sample], people: list[str]) -> StageResult:
@@ -625,7 +752,8 @@ class _Fits:
         pending = []
         for f in fits:
             got = self.run.cache.begin("fit", {"method": f.method, "params": DEFAULT_PARAMS.get(f.method, {}),
-                                               "features": f.source}, [source_key, _split_digest(f.split)])
+                                               "features": f.source, "saves": FIT_EMBEDDING},
+                                       [source_key, _split_digest(f.split)])
             if isinstance(got, StageResult):
                 self._done(f, got)
             else:
@@ -638,13 +766,18 @@ class _Fits:
             self.folders[(f.row, f.split.name)] = result.path
             self.results.append(result)
 
-    def _commit(self, f: _Fit, p: PendingStage, fs: FeatureSet, Z: np.ndarray, seconds: float) -> None:
+    def _commit(self, f: _Fit, p: PendingStage, fs: FeatureSet, Z: np.ndarray, seconds: float, model) -> None:
+        from nirvis.embedding.io import save_embedding
+
         ev = [*f.split.gallery, *f.split.probes]
         _, eok = fs.take(ev)
         X = np.full((len(ev), Z.shape[1]), np.nan, np.float32)
         X[eok] = Z
         atomic_save_npz(p.work / "transformed.npz", capture_id=np.array([s.capture_id for s in ev]), features=X,
                         ok=eok)
+        # the fitted map itself (npz + json), for the report's Fig. 6 and for reuse (nirvis evaluate --embedding)
+        save_embedding(model, p.work / FIT_EMBEDDING, self.run.rec.embedder.fingerprint,
+                       train_people=f.split.train_people)
         self._done(f, self.run.cache.commit(p, {"row": f.row, "split": f.split.name, "dim": int(Z.shape[1])},
                                             seconds=seconds))
 
@@ -672,8 +805,8 @@ class _Fits:
                     self._failed(f, exc)
                     return
                 try:
-                    Z, seconds = fut.result()
-                    self._commit(f, p, fs, Z, seconds)
+                    Z, seconds, model = fut.result()
+                    self._commit(f, p, fs, Z, seconds, model)
                 except Exception as err:  # noqa: BLE001 - reported as the row's error, never lost
                     self._failed(f, err)
 
@@ -684,11 +817,11 @@ class _Fits:
         """Compute ``pending`` in this process."""
         for f, p in pending:
             try:
-                Z, seconds = _fit_task(_fit_inputs(f, fs, single_thread=False))
+                Z, seconds, model = _fit_task(_fit_inputs(f, fs, single_thread=False))
             except (NirvisError, ValueError, np.linalg.LinAlgError) as exc:
                 self._failed(f, exc)
                 continue
-            self._commit(f, p, fs, Z, seconds)
+            self._commit(f, p, fs, Z, seconds, model)
             self.run.progress.update(len(self.results) + len(self.errors))
 
     def wait(self) -> None:
@@ -739,23 +872,29 @@ def _start_raw_fits(run: _Run, fits: _Fits, fs: FeatureSet, feat_stage: StageRes
 
 
 def _fit_stage(run: _Run, fits: _Fits, raw_pending: list[tuple[_Fit, PendingStage]], fs: FeatureSet,
-               hfs: FeatureSet, hal_stage: StageResult, splits: Sequence[Split]) -> _Fits:
-    """Stage 5: LR, MS and ITML on raw features (started earlier, :func:`_start_raw_fits`), LR on hallucinated ones."""
+               hfs_of: dict[str, FeatureSet], hal_key_of: dict[str, str], splits: Sequence[Split]) -> _Fits:
+    """Stage 5: the embeddings on raw features (started earlier, :func:`_start_raw_fits`), LR on hallucinated ones
+    (each split's from its hallucination stage: ``hfs_of`` and ``hal_key_of`` by split name)."""
     import time
 
     t0 = time.perf_counter()
-    h_fits = [_Fit("H+LR", "lowrank", sp, "H") for sp in splits] if "lowrank" in run.config.embeddings else []
-    total = len(_raw_fits(run, splits)) + len(h_fits)
+    h_splits = [sp for sp in splits if sp.name in hfs_of] if "lowrank" in run.config.embeddings else []
+    total = len(_raw_fits(run, splits)) + len(h_splits)
     run.stage(5, total)
     with fits._lock:
         run.progress.update(len(fits.results) + len(fits.errors))
-    h_pending = fits.begin(h_fits, hfs, hal_stage.key)
+    by_source: dict[str, tuple[FeatureSet, list[_Fit]]] = {}  # one entry per hallucination stage
+    for sp in h_splits:
+        by_source.setdefault(hal_key_of[sp.name], (hfs_of[sp.name], []))[1].append(_Fit("H+LR", "lowrank", sp, "H"))
+    h_pending = [(hfs, fits.begin(group, hfs, key)) for key, (hfs, group) in by_source.items()]
     background = bool(fits.futures)
-    if run.workers > 1 and len(h_pending) > 2:
-        fits.submit(h_pending, hfs, workers=run.workers)
+    if run.workers > 1 and sum(len(p) for _, p in h_pending) > 2:
+        for hfs, pending in h_pending:
+            fits.submit(pending, hfs, workers=run.workers)
         h_pending = []
     fits.run_here(raw_pending, fs)
-    fits.run_here(h_pending, hfs)
+    for hfs, pending in h_pending:
+        fits.run_here(pending, hfs)
     fits.wait()
     cached = sum(r.cached for r in fits.results)
     key = hashlib.sha256("|".join(sorted(r.key for r in fits.results)).encode()).hexdigest()[:20]
@@ -774,16 +913,18 @@ def _fit_stage(run: _Run, fits: _Fits, raw_pending: list[tuple[_Fit, PendingStag
 # ----------------------------------------------------------------------------------------------- 6. evaluate
 
 def _evaluate_stage(run: _Run, protocol: str, splits: Sequence[Split], fs: FeatureSet, feat_stage: StageResult,
-                    hfs: FeatureSet, hal_stage: StageResult, fits: _Fits) -> tuple[Path, StageResult]:
+                    hfs_of: dict[str, FeatureSet], hal_key_of: dict[str, str], fits: _Fits
+                    ) -> tuple[Path, StageResult]:
     from nirvis.evaluation.protocols import SplitConfig, evaluate_splits, oracle_vis_features
 
     c = run.config
     fitted, errors = fits.folders, fits.errors
-    rows = [r for r in ROW_ORDER if r in {"raw", "H", "oracle-VIS"} | {row for row, _ in (*fitted, *errors)}]
+    rows = [r for r in ROW_ORDER if r in {"raw", "oracle-VIS"} | ({"H"} if hfs_of else set())
+            | {row for row, _ in (*fitted, *errors)}]
     if not c.oracle:
         rows.remove("oracle-VIS")
     # a failed fit is not a stage: the table records it, and the next run tries it again
-    inputs = ([feat_stage.key, hal_stage.key] + sorted(p.name for p in fitted.values())
+    inputs = ([feat_stage.key, *sorted(set(hal_key_of.values()))] + sorted(p.name for p in fitted.values())
               + sorted(f"failed:{row}:{split}" for row, split in errors))
     run.stage(6, len(rows) * len(splits))
     got = run.cache.begin("evaluate", {"protocol": protocol, "rows": rows, "splits": [sp.name for sp in splits]},
@@ -815,7 +956,7 @@ def _evaluate_stage(run: _Run, protocol: str, splits: Sequence[Split], fs: Featu
             elif row == "raw":
                 configs[row] = None
             elif row == "H":
-                configs[row] = SplitConfig(lambda split: hfs)
+                configs[row] = SplitConfig(lambda split: hfs_of[split.name])
             elif row == "oracle-VIS":
                 configs[row] = SplitConfig(oracle_vis_features(fs))
             else:
@@ -834,3 +975,69 @@ def _evaluate_stage(run: _Run, protocol: str, splits: Sequence[Split], fs: Featu
         got = run.cache.commit(got, {"rows": rows, "splits": len(splits)})
     run.done(got, f"{len(rows)} rows x {len(splits)} split{'s' if len(splits) > 1 else ''}")
     return got.path / "results.json", got
+
+
+# ----------------------------------------------------------------------------------------------- 7. alpha sweep
+
+def _sweep_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model_stage: StageResult,
+                 splits: Sequence[Split]) -> dict[str, Any]:
+    """Stage 7 (paper Fig. 7): rank-1 and VR@FAR=1% of ``H`` against α, for both readings of eq. (1).
+
+    Only the probes are hallucinated (the gallery is VIS, and ``H`` fits nothing); each NIR probe once per
+    setting, shared by the splits that test it; α 0 (the CNN luminance alone) is computed once for both
+    readings. Returns ``{"alphas": [...], "probes": n, "readings": {reading: {"rank1": [...], "rank1_std": [...],
+    "vr_far_1e-2": [...], "per_split_rank1": [[...] per alpha]}}}``, means over the splits.
+    """
+    from nirvis.evaluation.metrics import evaluate_identification, mean_std
+    from nirvis.hallucination.blend import READINGS, BlendConfig
+    from nirvis.hallucination.io import load_model
+
+    c, rec = run.config, run.rec
+    alphas = [float(a) for a in c.alpha_sweep]
+    seen: dict[str, Sample] = {}
+    for sp in splits:
+        for s in sp.probes:
+            if s.modality == "nir":
+                seen.setdefault(s.capture_id, s)
+    probes = list(seen.values())
+    settings = [(rd, a) for rd in READINGS for a in alphas if a > 0 or rd == READINGS[0]]
+    run.stage(7, len(settings) * len(probes))
+    got = run.cache.begin("sweep", {"alphas": alphas, "readings": list(READINGS), "method": "fft",
+                                    "embedder": rec.embedder.fingerprint, "aligner": rec.aligner.fingerprint},
+                          [model_stage.key, feat_stage.key, _samples_digest(probes)])
+    if isinstance(got, PendingStage):
+        model = load_model(model_stage.path / "model")
+        advance = run.counter()
+        feats: dict[tuple[str, float], FeatureSet] = {}
+        for reading, alpha in settings:
+            own = got.work / "faces" / f"{reading}-{alpha:g}"
+            feats[(reading, alpha)] = fs.updated(_hallucinate(rec, model, probes, BlendConfig(alpha=alpha, reading=reading),
+                                                              own, advance))
+        table: dict[str, dict[str, list]] = {}
+        for reading in READINGS:
+            cell = table.setdefault(reading, {"rank1": [], "rank1_std": [], "vr_far_1e-2": [], "per_split_rank1": []})
+            for alpha in alphas:
+                f = feats[(reading if alpha > 0 else READINGS[0], alpha)]
+                r1, vr = [], []
+                for sp in splits:
+                    gX, gok = f.take(sp.gallery)
+                    pX, pok = f.take(sp.probes)
+                    r = evaluate_identification(pX, [s.person for s in sp.probes], gX, [s.person for s in sp.gallery],
+                                                pok, gallery_ok=gok)
+                    r1.append(r.rank1)
+                    vr.append(r.vr_far_1e2)
+                cell["rank1"].append(mean_std(r1)[0])
+                cell["rank1_std"].append(mean_std(r1)[1])
+                cell["vr_far_1e-2"].append(mean_std(vr)[0])
+                cell["per_split_rank1"].append(r1)
+        sweep = {"alphas": alphas, "probes": len(probes), "splits": [sp.name for sp in splits], "readings": table,
+                 "demo_alpha": c.alpha, "demo_reading": c.reading}
+        atomic_write_json(got.work / "sweep.json", sweep)
+        shutil.rmtree(got.work / "faces", ignore_errors=True)
+        got = run.cache.commit(got, {"settings": len(settings), "probes": len(probes)})
+    else:
+        sweep = read_json(got.path / "sweep.json", DemoError)
+    best = {rd: max(zip(v["rank1"], sweep["alphas"])) for rd, v in sweep["readings"].items()}
+    run.done(got, f"H at {len(alphas)} alphas x {len(READINGS)} readings on {len(probes)} probes; best rank-1 "
+                  + ", ".join(f"{rd} {100 * r:.1f} (alpha {a:g})" for rd, (r, a) in best.items()))
+    return sweep

@@ -4,8 +4,8 @@ is plots and thumbnails.
 
 The page is a list of sections. Each section is built by a function of the :class:`ReportContext` that returns a
 :class:`Section`, or ``None`` when its inputs are absent; :data:`SECTIONS` lists today's builders in page order,
-and a later section (feature projections, an α sweep) is one more builder that reads its own input. The sections
-drawn from a demo's stages (Fig. 5, mining and training) live in :mod:`nirvis.report.demo`.
+and a later section is one more builder that reads its own input. The sections drawn from a demo's stages (Fig. 5,
+Fig. 6, Fig. 7, mining and training) live in :mod:`nirvis.report.demo`.
 """
 
 from __future__ import annotations
@@ -136,20 +136,8 @@ def table_section(ctx: ReportContext) -> Section:
 
     res = ctx.results
     n_splits = max((r.n_splits for r in res.rows), default=0)
-    head = ("<tr><th>configuration</th><th>rank-1 (%)</th><th>VR@FAR=1% (%)</th><th>VR@FAR=0.1% (%)</th>"
-            "<th>probes</th><th>not aligned: probes / gallery</th></tr>")
-    body = []
-    for r in res.rows:
-        if r.error is not None:
-            body.append(f'<tr class="failed"><td>{_e(r.config)}</td><td colspan="5">failed: {_e(r.error)}</td></tr>')
-            continue
-        body.append(f"<tr><td>{_e(r.config)}</td><td>{_e(_pm(r.rank1_mean, r.rank1_std, r.n_splits))}</td>"
-                    f"<td>{_e(_pm(r.vr_1e2, r.vr_1e2_std, r.n_splits))}</td>"
-                    f"<td>{_e(_pm(r.vr_1e3, r.vr_1e3_std, r.n_splits))}</td><td>{r.n_probes}</td>"
-                    f"<td>{r.n_failed_alignment} / {r.n_gallery_failed}</td></tr>")
     sentence, _ = verdict(res)
-    parts = [f'<table class="results"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>',
-             f'<p class="verdict">{_e(sentence)}</p>']
+    parts = [_rows_table(res.rows), f'<p class="verdict">{_e(sentence)}</p>']
     a = res.alignment
     notes = []
     if "nir_images" in a and "vis_images" in a:
@@ -161,6 +149,33 @@ def table_section(ctx: ReportContext) -> Section:
     parts.append(f'<p class="note">{_e(" ".join(notes))}</p>')
     parts.append(_provenance_html(res))
     return Section("table", f"Table 2: identification, {res.protocol}", "\n".join(parts))
+
+
+def _rows_table(rows: Sequence[Row]) -> str:
+    head = ("<tr><th>configuration</th><th>rank-1 (%)</th><th>VR@FAR=1% (%)</th><th>VR@FAR=0.1% (%)</th>"
+            "<th>probes</th><th>not aligned: probes / gallery</th></tr>")
+    body = []
+    for r in rows:
+        if r.error is not None:
+            body.append(f'<tr class="failed"><td>{_e(r.config)}</td><td colspan="5">failed: {_e(r.error)}</td></tr>')
+            continue
+        body.append(f"<tr><td>{_e(r.config)}</td><td>{_e(_pm(r.rank1_mean, r.rank1_std, r.n_splits))}</td>"
+                    f"<td>{_e(_pm(r.vr_1e2, r.vr_1e2_std, r.n_splits))}</td>"
+                    f"<td>{_e(_pm(r.vr_1e3, r.vr_1e3_std, r.n_splits))}</td><td>{r.n_probes}</td>"
+                    f"<td>{r.n_failed_alignment} / {r.n_gallery_failed}</td></tr>")
+    return f'<table class="results"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def tables_section(ctx: ReportContext) -> Section | None:
+    """The run's other tables (``nirvis demo --dataset casia``: the paper's Table 3, View 2), when it has any."""
+    if not ctx.results.tables:
+        return None
+    parts = []
+    for title, protocol, rows in ctx.results.tables:
+        n = max((r.n_splits for r in rows), default=0)
+        parts.append(f"<h3>{_e(title)}</h3>{_rows_table(rows)}"
+                     f'<p class="note">{_e(protocol)}, over {n} split(s); ± is the standard deviation over splits.</p>')
+    return Section("tables", "More tables of this run", "\n".join(parts))
 
 
 def _provenance_html(res: Results) -> str:
@@ -269,9 +284,23 @@ def mining_section(ctx: ReportContext) -> Section | None:
     return build(ctx)
 
 
+def fig6_section(ctx: ReportContext) -> Section | None:
+    """Fig. 6 equivalent from the demo's features and fits (:func:`nirvis.report.demo.fig6_section`)."""
+    from nirvis.report.demo import fig6_section as build
+
+    return build(ctx)
+
+
+def fig7_section(ctx: ReportContext) -> Section | None:
+    """Fig. 7 equivalent from the demo's α sweep (:func:`nirvis.report.demo.fig7_section`)."""
+    from nirvis.report.demo import fig7_section as build
+
+    return build(ctx)
+
+
 #: Today's sections, in page order.
-SECTIONS: tuple[SectionBuilder, ...] = (table_section, curves_section, fig5_section, mining_section,
-                                        failures_section)
+SECTIONS: tuple[SectionBuilder, ...] = (table_section, tables_section, curves_section, fig5_section, fig6_section, fig7_section,
+                                        mining_section, failures_section)
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

@@ -1,5 +1,6 @@
-"""Cheap plots of results already computed: CMC and ROC curves of Table 2's rows (paper Sec. 5), and the loss
-and validation curves of a hallucination model's training (its ``history.json``), as PNG bytes.
+"""Cheap plots of results already computed, as PNG bytes: CMC and ROC curves of Table 2's rows (paper Sec. 5), the
+loss and validation curves of a hallucination model's training (its ``history.json``), the 2-D projection of a few
+people's features (Fig. 6) and rank-1 against eq. (1)'s α (Fig. 7).
 
 matplotlib is driven through its object API on the Agg canvas: no pyplot state, no display needed."""
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from nirvis.report.results import Row
 
-__all__ = ["mean_cmc", "mean_roc", "cmc_png", "roc_png", "history_png"]
+__all__ = ["mean_cmc", "mean_roc", "cmc_png", "roc_png", "history_png", "projection_png", "alpha_sweep_png"]
 
 
 def mean_cmc(row: Row) -> np.ndarray | None:
@@ -136,4 +137,56 @@ def history_png(history: dict) -> bytes | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("hallucination CNNs: training loss and validation MSE per channel", fontsize=10)
+    return _png(fig)
+
+
+def projection_png(panels: Sequence[tuple[str, np.ndarray]], person: Sequence[str], modality: Sequence[str]) -> bytes:
+    """Fig. 6: one panel per ``(title, (n, 2) points)``, the same ``n`` faces in each; one colour per person, VIS
+    a filled circle and NIR an open diamond (the paper's markers)."""
+    person, modality = np.asarray(person), np.asarray(modality)
+    people = sorted(set(person.tolist()))
+    fig = _figure(4.0 * len(panels), 4.3)
+    colors = [f"C{i % 10}" for i in range(len(people))]
+    for k, (title, pts) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for p, color in zip(people, colors):
+            vis = (person == p) & (modality == "vis")
+            nir = (person == p) & (modality == "nir")
+            ax.scatter(pts[vis, 0], pts[vis, 1], s=36, marker="o", color=color, label=f"{p} VIS" if k == 0 else None)
+            ax.scatter(pts[nir, 0], pts[nir, 1], s=40, marker="D", facecolors="none", edgecolors=color, linewidths=1.3,
+                       label=f"{p} NIR" if k == 0 else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.legend(loc="lower center", ncol=min(2 * len(people), 10), fontsize=7, frameon=False)
+    fig.subplots_adjust(bottom=0.2)
+    return _png(fig)
+
+
+def alpha_sweep_png(sweep: dict, raw_rank1: float | None = None) -> bytes | None:
+    """Fig. 7: rank-1 of ``H`` (mean over splits, ± one standard deviation shaded) against eq. (1)'s α, one line
+    per reading; ``raw_rank1`` (the NIR probes without hallucination) as a dashed line. ``None`` when the sweep
+    holds no reading."""
+    alphas = np.asarray(sweep.get("alphas") or [], float)
+    readings = sweep.get("readings") or {}
+    if not len(alphas) or not readings:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, cell in readings.items():
+        r1 = 100 * np.asarray(cell["rank1"], float)
+        sd = 100 * np.asarray(cell.get("rank1_std") or np.zeros_like(r1), float)
+        line, = ax.plot(alphas, r1, marker="o", ms=4, lw=1.5, label=f"H, eq. (1) read as {name}")
+        ax.fill_between(alphas, r1 - sd, r1 + sd, color=line.get_color(), alpha=0.12)
+    if raw_rank1 is not None and np.isfinite(raw_rank1):
+        ax.axhline(100 * raw_rank1, color="0.3", lw=1, ls="--", label="raw (no hallucination)")
+    if isinstance(sweep.get("demo_alpha"), (int, float)):
+        ax.axvline(float(sweep["demo_alpha"]), color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("alpha (weight of the NIR term in eq. (1))")
+    ax.set_ylabel("rank-1 (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Rank-1 of H against alpha ({sweep.get('probes', '?')} probes, "
+                 f"{len(sweep.get('splits') or [])} split(s); shaded: ± 1 std over splits)", fontsize=10)
     return _png(fig)

@@ -83,6 +83,9 @@ class Results:
         ``[{"capture_id", "path", "reason"}]``: images that gave no features.
     demo
         The ``demo`` section of ``nirvis demo --json`` (settings, and each stage's key and folder), else empty.
+    tables
+        More tables of the same run: ``(title, protocol, rows)`` each (``nirvis demo --dataset casia`` adds the
+        paper's Table 3 to its Table 2).
     command, cwd, created, versions, embedder
         Provenance (:func:`nirvis.report.provenance.run_info`); ``None``/empty in files written before nirvis
         recorded it.
@@ -100,6 +103,7 @@ class Results:
     versions: dict[str, str] = field(default_factory=dict)
     embedder: dict[str, str] = field(default_factory=dict)
     demo: dict[str, Any] = field(default_factory=dict)
+    tables: tuple[tuple[str, str, tuple[Row, ...]], ...] = ()
 
     def row(self, name: str) -> Row | None:
         """The scored row called ``name`` (``None`` when absent or failed)."""
@@ -169,21 +173,7 @@ def load_results(path: str | os.PathLike) -> Results:
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ResultsError(f"{p}: not a results file of 'nirvis evaluate --json' or 'nirvis demo --json' "
                            "(no list 'results')")
-    rows = []
-    for i, r in enumerate(data["results"]):
-        if not isinstance(r, dict) or not isinstance(r.get("config"), str):
-            raise ResultsError(f"{p}: results[{i}] is not a row with a 'config' name")
-        splits = r.get("splits") or []
-        if not isinstance(splits, list):
-            raise ResultsError(f"{p}: row {r['config']!r}: 'splits' must be a list")
-        rows.append(Row(
-            config=r["config"], rank1_mean=_num(r.get("rank1_mean")), rank1_std=_num(r.get("rank1_std")),
-            vr_1e2=_num(r.get("vr_far_1e-2")), vr_1e2_std=_num(r.get("vr_far_1e-2_std")),
-            vr_1e3=_num(r.get("vr_far_1e-3")), vr_1e3_std=_num(r.get("vr_far_1e-3_std")),
-            n_probes=_int(r.get("n_probes")), n_failed_alignment=_int(r.get("n_failed_alignment")),
-            n_gallery_failed=_int(r.get("n_gallery_failed")), n_splits=_int(r.get("n_splits")) or len(splits),
-            splits=tuple(_split(p, r["config"], s) for s in splits),
-            error=str(r["error"]) if r.get("error") is not None else None))
+    rows = _rows(p, data["results"], "results")
     if not rows:
         raise ResultsError(f"{p}: the results file holds no rows")
     alignment = data.get("alignment") if isinstance(data.get("alignment"), dict) else {}
@@ -199,4 +189,34 @@ def load_results(path: str | os.PathLike) -> Results:
                    created=data.get("created") if isinstance(data.get("created"), str) else None,
                    versions={str(k): str(v) for k, v in versions.items()},
                    embedder={str(k): str(v) for k, v in embedder.items()},
-                   demo=data["demo"] if isinstance(data.get("demo"), dict) else {})
+                   demo=data["demo"] if isinstance(data.get("demo"), dict) else {}, tables=_tables(p, data.get("tables")))
+
+
+def _tables(p: Path, tables: Any) -> tuple[tuple[str, str, tuple[Row, ...]], ...]:
+    if tables is None:
+        return ()
+    if not isinstance(tables, list) or not all(isinstance(t, dict) and isinstance(t.get("results"), list)
+                                               for t in tables):
+        raise ResultsError(f"{p}: 'tables' must be a list of objects with a list 'results'")
+    return tuple((str(t.get("title", t.get("protocol", "?"))), str(t.get("protocol", "?")),
+                  tuple(_rows(p, t["results"], f"tables[{i}].results"))) for i, t in enumerate(tables))
+
+
+def _rows(p: Path, results: list, where: str) -> list[Row]:
+    """The rows of a ``results`` list (``where`` names it in errors)."""
+    rows = []
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or not isinstance(r.get("config"), str):
+            raise ResultsError(f"{p}: {where}[{i}] is not a row with a 'config' name")
+        splits = r.get("splits") or []
+        if not isinstance(splits, list):
+            raise ResultsError(f"{p}: row {r['config']!r}: 'splits' must be a list")
+        rows.append(Row(
+            config=r["config"], rank1_mean=_num(r.get("rank1_mean")), rank1_std=_num(r.get("rank1_std")),
+            vr_1e2=_num(r.get("vr_far_1e-2")), vr_1e2_std=_num(r.get("vr_far_1e-2_std")),
+            vr_1e3=_num(r.get("vr_far_1e-3")), vr_1e3_std=_num(r.get("vr_far_1e-3_std")),
+            n_probes=_int(r.get("n_probes")), n_failed_alignment=_int(r.get("n_failed_alignment")),
+            n_gallery_failed=_int(r.get("n_gallery_failed")), n_splits=_int(r.get("n_splits")) or len(splits),
+            splits=tuple(_split(p, r["config"], s) for s in splits),
+            error=str(r["error"]) if r.get("error") is not None else None))
+    return rows
