@@ -66,6 +66,28 @@ def test_align_writes_a_contact_sheet(small_folder, tmp_path):
 
 
 @pytest.mark.data
+def test_align_embedder_draws_and_saves_what_the_network_sees(small_folder, tmp_path):
+    from nirvis.features.models import ChecksumError, ModelNotFoundError, find_model
+
+    try:
+        find_model("edgeface-xs")
+    except (ModelNotFoundError, ChecksumError) as exc:
+        pytest.skip(f"edgeface-xs not available: {exc}")
+    saved = tmp_path / "saved"
+    res = runner.invoke(app, ["align", str(small_folder), "-o", str(tmp_path / "s.png"), "--embedder", "edgeface-xs",
+                              "--save-dir", str(saved)])
+    assert res.exit_code == 0, res.output
+    assert "research use only" in res.output  # the licence is said once
+    crops = sorted(saved.rglob("*.png"))
+    assert len(crops) == 9 and all(Image.open(c).size == (112, 112) for c in crops)
+    res = runner.invoke(app, ["align", str(small_folder), "-o", str(tmp_path / "d.png"), "--embedder", "dlib",
+                              "--save-dir", str(tmp_path / "dlib")])
+    assert res.exit_code == 0 and {Image.open(c).size for c in (tmp_path / "dlib").rglob("*.png")} == {(150, 150)}
+    res = runner.invoke(app, ["align", str(small_folder), "--embedder", "nonet"])
+    assert res.exit_code != 0 and "--embedder nonet" in res.output
+
+
+@pytest.mark.data
 def test_fit_embedding_then_evaluate_with_it_and_refuse_another_embedder(small_folder, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     model = tmp_path / "pca"

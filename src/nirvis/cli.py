@@ -527,7 +527,9 @@ def align(
     channel: Annotated[Optional[str], typer.Option(help="Read only this channel (red for RAP3DF IR, gray).")] = None,
     cols: Annotated[int, typer.Option(min=1, help="Faces per row.")] = 8,
     limit: Annotated[int, typer.Option(min=1, help="At most this many images.")] = 64,
-    save_dir: Annotated[Optional[Path], typer.Option(help="Also write each aligned 224x224 face here.")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option(help="Also write each aligned 224x224 face here (with --embedder: the network's crop).")] = None,
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="Show each face as this network sees it (its own crop: dlib's 150x150 chip, EdgeFace's 112x112 ArcFace template), instead of the 224x224 face with landmarks.")] = None,
+    models_dir: ModelsDirOpt = None,
 ) -> None:
     """Align faces to the 224x224 template and write a contact sheet with the landmarks, to check by eye."""
     import cv2
@@ -566,19 +568,22 @@ def align(
             if (save_dir / dst).resolve() == f.resolve():
                 _fail(f"--save-dir {save_dir}: would overwrite the input image {f}; save elsewhere")
             names[dst] = f
+    emb = _embedder(embedder, models_dir, None) if embedder is not None else None
     aligner = FaceAligner()
     items, n_fail = [], 0
     for f, rel in files:
         try:
             face = aligner.align_file(f, channel=channel)
-        except (NirvisError, *IMAGE_ERRORS) as exc:
+            shown = face if emb is None else emb.crops([face])[0]
+        except (NirvisError, ValueError, *IMAGE_ERRORS) as exc:
             n_fail += 1
             items.append((None, f"{f.name} FAILED"))
             typer.echo(f"warning: {exc}", err=True)
             continue
-        items.append((face, f"{f.name} {face.method}"))
+        items.append((shown, f"{f.name} {face.method}"))
         if save_dir is not None:
-            ok, buf = cv2.imencode(".png", face.image if face.is_gray else cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR))
+            img = shown if emb is not None else face.image
+            ok, buf = cv2.imencode(".png", img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             try:
                 atomic_write_bytes(save_dir / rel.with_suffix(".png"), buf.tobytes())
             except OSError as exc:

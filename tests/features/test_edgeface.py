@@ -77,3 +77,24 @@ def test_known_embedder_features_separate_people(faces):
     # each NIR face is closest to the VIS face of its own person
     assert (cross.argmax(axis=0) == np.arange(3)).all(), np.round(cross, 3)
     assert sim[0, 2] < sim[0, 0]
+
+
+def test_crops_are_what_each_network_sees(faces):
+    """EdgeFace's crop is its 112x112 input before normalisation; dlib's is its 150x150 chip; both put the eyes
+    where their templates do."""
+    from nirvis.features.dlib_resnet import DlibResNetEmbedder, dlib_chip
+    from nirvis.features.onnx import ARCFACE_DLIB5_TEMPLATE
+
+    spec = get_model_spec("edgeface-xs")
+    emb = OnnxEmbedder(_model("edgeface-xs"), spec.preprocess(), name="edgeface-xs")
+    crops = emb.crops(faces)
+    assert all(c.shape == (112, 112, 3) and c.dtype == np.uint8 for c in crops)
+    x = preprocess_faces(faces, spec.preprocess())
+    np.testing.assert_allclose(x, (np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2) - 127.5) / 127.5,
+                               atol=1e-6)
+    # the landmarks land on the template: the eye row of the crop is darker than the cheek row below it
+    eye_y = int(round(ARCFACE_DLIB5_TEMPLATE[0][1]))
+    assert np.mean([c[eye_y - 2:eye_y + 3].mean() < c[eye_y + 14:eye_y + 19].mean() for c in crops]) >= 0.5
+    chips = DlibResNetEmbedder().crops(faces[:2])
+    assert all(c.shape == (150, 150, 3) for c in chips)
+    np.testing.assert_array_equal(chips[0], dlib_chip(faces[0]))

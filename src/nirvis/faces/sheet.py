@@ -12,8 +12,12 @@ from nirvis.faces.types import TEMPLATE_ANCHORS, Face
 __all__ = ["contact_sheet"]
 
 
-def _tile(face: Face | None, label: str, size: int) -> np.ndarray:
-    if face is None:
+def _tile(face: Face | np.ndarray | None, label: str, size: int) -> np.ndarray:
+    if isinstance(face, np.ndarray):  # an image as is (e.g. a network's crop), no markers
+        tile = np.ascontiguousarray(np.repeat(face[:, :, None], 3, axis=2) if face.ndim == 2 else face)
+        tile = cv2.resize(tile, (size, size), interpolation=cv2.INTER_NEAREST if tile.shape[0] < size else
+                          cv2.INTER_AREA)
+    elif face is None:
         tile = np.full((size, size, 3), 40, np.uint8)
         cv2.line(tile, (20, 20), (size - 20, size - 20), (200, 40, 40), 3)
         cv2.line(tile, (size - 20, 20), (20, size - 20), (200, 40, 40), 3)
@@ -33,10 +37,11 @@ def _tile(face: Face | None, label: str, size: int) -> np.ndarray:
     return np.vstack([tile, bar])
 
 
-def contact_sheet(items: Sequence[tuple[Face | None, str]], cols: int = 8, size: int = 160) -> np.ndarray:
-    """One RGB image of ``items`` (face or ``None`` for a failure, label), ``cols`` tiles a row.
+def contact_sheet(items: Sequence[tuple[Face | np.ndarray | None, str]], cols: int = 8, size: int = 160) -> np.ndarray:
+    """One RGB image of ``items`` (face, image or ``None`` for a failure, label), ``cols`` tiles a row.
 
-    Green dots: the 5 landmarks; red circles: eye and mouth centres; orange crosses: the template's.
+    On a face: green dots, the 5 landmarks; red circles, eye and mouth centres; orange crosses, the template's.
+    An image (uint8, gray or RGB) is drawn as it is, resized to the tile.
     A failure is a grey tile with a red cross. Returns ``(rows * (size + 16), cols * size, 3)`` uint8.
     """
     if not items:

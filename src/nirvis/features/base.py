@@ -36,6 +36,12 @@ class Embedder(ABC):
         """Every setting that changes the features (weights file digest, preprocessing, ...)."""
         return {}
 
+    def crops(self, faces: Sequence[Face]) -> list[np.ndarray]:
+        """What the network sees of each face, before its own normalisation: ``(h, w, 3)`` uint8 RGB each (each
+        network cuts its own crop from the aligned face and its landmarks; by default the aligned face as is).
+        ``nirvis align --embedder`` draws these, to check a network's alignment by eye."""
+        return [np.ascontiguousarray(f.rgb()) for f in faces]
+
     @property
     def fingerprint(self) -> str:
         """Short stable id of this embedder and its configuration, e.g. ``dlib-resnet128:3f2a9c01d4``."""

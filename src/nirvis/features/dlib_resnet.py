@@ -78,11 +78,15 @@ class DlibResNetEmbedder(Embedder):
         # cached features or pass a saved embedding's fingerprint check.
         return {"num_jitters": self.num_jitters, "flip": self.flip, "padding": self.padding, "weights": _weights_id()}
 
+    def crops(self, faces: Sequence[Face]) -> list[np.ndarray]:
+        """dlib's 150x150 chips (:func:`dlib_chip`): what its ResNet sees."""
+        return [dlib_chip(f, 150, self.padding) for f in faces]
+
     def embed(self, faces: Sequence[Face]) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         net = models.resnet_model()
-        chips = [dlib_chip(f, 150, self.padding) for f in faces]
+        chips = self.crops(faces)
         out = np.zeros((len(chips), self.dim), dtype=np.float64)
         views = [chips] + ([[np.ascontiguousarray(c[:, ::-1]) for c in chips]] if self.flip else [])
         for view in views:

@@ -27,6 +27,7 @@ __all__ = [
     "ARCFACE_DLIB5_TEMPLATE",
     "OnnxEmbedder",
     "OnnxPreprocess",
+    "crop_faces",
     "dlib5_keypoints",
     "preprocess_faces",
     "session_threads",
@@ -138,35 +139,38 @@ def dlib5_keypoints(landmarks: np.ndarray) -> np.ndarray:
     return np.vstack([eyes, points[4:5]])
 
 
-def preprocess_faces(faces: Sequence[Face], preprocess: OnnxPreprocess) -> np.ndarray:
-    """The network input for ``faces``.
+def crop_faces(faces: Sequence[Face], preprocess: OnnxPreprocess) -> list[np.ndarray]:
+    """Each face warped to the network's template (similarity transform of its 5 landmarks): ``(height, width,
+    3)`` uint8 RGB, what the network sees before its normalisation. Gray (NIR) faces are replicated to 3
+    channels (:meth:`Face.rgb`)."""
+    import cv2
 
-    Parameters
-    ----------
-    faces
-        Aligned faces; gray (NIR) faces are replicated to 3 channels (:meth:`Face.rgb`).
-    preprocess
-        Crop, colour order, normalisation and layout.
+    width, height = preprocess.input_size
+    template = np.asarray(preprocess.template, dtype=np.float64)
+    out = []
+    for i, face in enumerate(faces):
+        try:
+            matrix = similarity_transform(dlib5_keypoints(face.landmarks), template)
+        except ValueError as exc:
+            raise ValueError(f"face {i} (source {face.source!r}): {exc}") from exc
+        out.append(cv2.warpAffine(np.ascontiguousarray(face.rgb()), matrix, (width, height),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+    return out
+
+
+def preprocess_faces(faces: Sequence[Face], preprocess: OnnxPreprocess) -> np.ndarray:
+    """The network input for ``faces``: :func:`crop_faces`, then colour order, normalisation and layout.
 
     Returns
     -------
     numpy.ndarray
         float32, ``(n, 3, height, width)`` for ``"NCHW"`` or ``(n, height, width, 3)`` for ``"NHWC"``.
     """
-    import cv2
-
     width, height = preprocess.input_size
-    template = np.asarray(preprocess.template, dtype=np.float64)
     mean = np.asarray(preprocess.mean, dtype=np.float32)
     scale = 1.0 / np.asarray(preprocess.std, dtype=np.float32)
     batch = np.empty((len(faces), height, width, 3), dtype=np.float32)
-    for i, face in enumerate(faces):
-        try:
-            matrix = similarity_transform(dlib5_keypoints(face.landmarks), template)
-        except ValueError as exc:
-            raise ValueError(f"face {i} (source {face.source!r}): {exc}") from exc
-        crop = cv2.warpAffine(np.ascontiguousarray(face.rgb()), matrix, (width, height),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    for i, crop in enumerate(crop_faces(faces, preprocess)):
         if preprocess.color_order == "BGR":
             crop = crop[:, :, ::-1]
         batch[i] = (crop.astype(np.float32) - mean) * scale
@@ -349,6 +353,10 @@ class OnnxEmbedder(Embedder):
             "preprocess": asdict(self.preprocess),
             **({"flip": True} if self.flip else {}),  # without it, the fingerprint of earlier features stands
         }
+
+    def crops(self, faces: Sequence[Face]) -> list[np.ndarray]:
+        """The faces warped to the network's template (:func:`crop_faces`): what it sees."""
+        return crop_faces(faces, self.preprocess)
 
     def embed(self, faces: Sequence[Face]) -> np.ndarray:
         """Features of ``faces``, shape ``(n, dim)``, float32, each row of unit L2 norm."""
