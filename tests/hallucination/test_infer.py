@@ -346,3 +346,27 @@ def test_a_face_region_reference_normalises_over_the_face() -> None:
     valid[:, :, 150:] = False
     masked = Hallucinator(model, blend=None, method="direct").hallucinate(nir, valid)
     np.testing.assert_array_equal(masked.nir[0], match_mean_std(nir[0], 100.0, 30.0, mask=fm & valid[0]))
+
+
+@pytest.mark.data
+def test_command_embedder_scores_each_face_against_its_vis_image(small_folder: Path, tmp_path: Path) -> None:
+    """With a model that is the identity (Y = the NIR as it is, neutral chroma, no blend), the hallucinated face is
+    the NIR face, so its cosine to the VIS image through the network equals the NIR face's."""
+    from nirvis.hallucination.identity import identity_nets
+
+    ref = {"nir_mean": 100.0, "nir_std": 40.0, "vis_mean": [120.0] * 3, "vis_std": [50.0] * 3, "normalize": False}
+    model = save_model(tmp_path / "model", HallucinationModel(identity_nets("cpu"), ref))
+    person = sorted(small_folder.iterdir())[1]
+    res = CliRunner().invoke(app, ["hallucinate", str(person / "nir"), "-o", str(tmp_path / "out"), "--model",
+                                   str(model), "--alpha", "0", "--vis", str(person / "vis" / "a.bmp"),
+                                   "--embedder", "dlib"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if "cosine to the VIS image through dlib-resnet128" in ln]
+    assert len(lines) == 2, res.output
+    for ln in lines:
+        nir, hal = (float(ln.split(k)[1].split(",")[0]) for k in ("NIR ", "hallucinated "))
+        assert 0.5 < nir < 1 and abs(hal - nir) < 0.01, ln
+    assert "closer to their VIS images for" in res.output
+    res = CliRunner().invoke(app, ["hallucinate", str(person / "nir"), "-o", str(tmp_path / "o2"), "--model",
+                                   str(model), "--embedder", "dlib"])
+    assert res.exit_code != 0 and "give --vis" in " ".join(res.output.split())

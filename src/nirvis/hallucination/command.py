@@ -91,6 +91,27 @@ def _write_rgb(path: Path, rgb) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
+def _score(emb, nir_face, rgb, vis_face) -> tuple[float, float] | None:
+    """Cosines to the VIS face, through ``emb``, of the NIR face and of its hallucination (same landmarks)."""
+    from dataclasses import replace
+
+    if nir_face is None or vis_face is None:
+        return None
+    nir, hal, vis = emb.embed([nir_face, replace(nir_face, image=rgb), vis_face])
+    return float(nir @ vis), float(hal @ vis)
+
+
+def _print_scores(emb, scores: list) -> None:
+    if not scores:
+        typer.echo(f"{emb.name}: no face had a VIS image to score against (--vis)")
+        return
+    for name, nir, hal in scores:
+        typer.echo(f"{name}: cosine to the VIS image through {emb.name}: NIR {nir:.3f}, hallucinated {hal:.3f}")
+    gain = [hal - nir for _, nir, hal in scores]
+    typer.echo(f"{emb.name}: the hallucinated faces are closer to their VIS images for {sum(g > 0 for g in gain)} of "
+               f"{len(gain)} faces (mean cosine change {sum(gain) / len(gain):+.3f})")
+
+
 def hallucinate(
     inputs: Annotated[list[Path], typer.Argument(help="NIR image files or folders (png, jpg, bmp, tif).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image (one input file; its suffix picks png, jpg, bmp or tif) or folder (keeps names, writes .png).")],
@@ -108,11 +129,15 @@ def hallucinate(
     sheet: Annotated[Optional[Path], typer.Option(help="Also write a sheet: rows NIR | raw CNN | blended | VIS (paper Fig. 5).")] = None,
     vis: Annotated[Optional[Path], typer.Option(help="For the sheet: a real VIS image of the person, or a folder of VIS images named like the inputs (same stem).")] = None,
     sheet_rows: Annotated[int, typer.Option(min=1, help="At most this many faces on the sheet.")] = 16,
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="With --vis: score each face with this network (dlib, edgeface-xs, edgeface-xxs, onnx:PATH): its cosine to the VIS image, for the NIR face and for the hallucinated one.")] = None,
+    models_dir: Annotated[Optional[Path], typer.Option("--models-dir", help="Folder of model files for --embedder, looked in first.")] = None,
 ) -> None:
     """Hallucinate VIS faces from NIR face images (paper Sec. 3): align, normalise, CNNs, eq. (1) blend, RGB.
 
     Images that cannot be read or have no face are reported and skipped; the exit code is non-zero only
-    if every image failed.
+    if every image failed. With --embedder and --vis, each face's cosine to its VIS image through that network
+    says whether the hallucination brought it closer (what recognition needs), for the NIR face and for the
+    hallucinated one.
     """
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -138,6 +163,9 @@ def hallucinate(
             raise ValueError(f"--sheet {sheet}: is an input image or one of the outputs; the sheet would replace it")
         if vis is not None and not vis.exists():
             raise ImageError(f"--vis {vis}: no such image file or folder")
+        if embedder is not None and (vis is None or aligned):
+            raise ValueError("--embedder scores each face against its VIS image: give --vis, and images that are "
+                             "not yet aligned (the network cuts its crop from the landmarks)")
         blend = BlendConfig(alpha=alpha, sigma=sigma, reading=reading.value) if alpha > 0 else None
         hal = Hallucinator(model, blend, method.value, precision=precision.value, batch_size=batch_size,
                            device=device, threads=threads)
@@ -145,14 +173,35 @@ def hallucinate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
 
-    from nirvis.mining.miner import IMAGE_ERRORS, ImageRef, load_face
+    from nirvis.mining.miner import IMAGE_ERRORS, ImageRef, load_face_with_landmarks
 
-    def load(path: Path, modality: str, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned face (gray NIR or RGB VIS) and its valid mask; raises ImageError / NoFaceError."""
-        got = load_face(ImageRef(str(path), str(path), ch), modality, aligned=aligned, size=224)
+    emb = None
+    if embedder is not None:
+        from nirvis.cli import _embedder
+
+        emb = _embedder(embedder, models_dir, None)
+
+    def load_with_face(path: Path, modality: str, ch: str | None):
+        """``(Face or None when --aligned, aligned image, valid mask)``; raises ImageError / NoFaceError."""
+        got = load_face_with_landmarks(ImageRef(str(path), str(path), ch), modality, aligned=aligned, size=224)
         if got is None:
             raise NoFaceError(f"{path}: no face found")
         return got
+
+    def load(path: Path, modality: str, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned face (gray NIR or RGB VIS) and its valid mask; raises ImageError / NoFaceError."""
+        return load_with_face(path, modality, ch)[1:]
+
+    def vis_face(src: Path):
+        cand = vis if vis.is_file() else next((p for p in sorted(vis.iterdir()) if p.stem == src.stem
+                                              and p.suffix.lower() in IMAGE_EXTS), None) if vis.is_dir() else None
+        if cand is None:
+            return None
+        try:
+            return load_with_face(cand, "vis", None)[0]
+        except (NirvisError, *IMAGE_ERRORS) as exc:
+            typer.echo(f"warning: VIS image to score against: {exc}", err=True)
+            return None
 
     def vis_for(src: Path) -> np.ndarray | None:
         if vis is None:
@@ -168,6 +217,7 @@ def hallucinate(
             return None
 
     failures: list[str] = []
+    scores: list[tuple[str, float, float]] = []  # (input, NIR -> VIS cosine, hallucinated -> VIS cosine)
     rows: list[list[np.ndarray]] = []
     done = 0
     with Progress(TextColumn("hallucinating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -175,16 +225,17 @@ def hallucinate(
         task = bar.add_task("faces", total=len(images))
         for start in range(0, len(images), batch_size):
             chunk = list(zip(images[start:start + batch_size], outs[start:start + batch_size]))
-            faces, masks, keep = [], [], []
+            faces, masks, keep, records = [], [], [], []
             for (src, _), dst in chunk:
                 try:
-                    face, mask = load(src, "nir", channel)
+                    record, face, mask = load_with_face(src, "nir", channel)
                 except (NoFaceError, *IMAGE_ERRORS) as exc:
                     failures.append(str(exc))
                     typer.echo(f"warning: {exc}", err=True)
                     continue
                 faces.append(face)
                 masks.append(mask)
+                records.append(record)
                 keep.append((src, dst))
             if faces:
                 try:
@@ -201,6 +252,10 @@ def hallucinate(
                         typer.echo(f"warning: {dst}: {exc}", err=True)
                         continue
                     done += 1
+                    if emb is not None:
+                        scored = _score(emb, records[i], res.rgb[i], vis_face(src))
+                        if scored is not None:
+                            scores.append((src.name, *scored))
                     if sheet is not None and len(rows) < sheet_rows:
                         v = vis_for(src)
                         rows.append(sheet_row(res, i, v))
@@ -213,6 +268,8 @@ def hallucinate(
             sheet_written = True
         except (NirvisError, OSError) as exc:
             typer.echo(f"warning: --sheet {sheet}: not written ({exc})", err=True)
+    if emb is not None:
+        _print_scores(emb, scores)
     wrote = [str(outs[0] if len(outs) == 1 else output)] if done else []
     wrote += [str(sheet)] if sheet_written else []
     typer.echo(f"hallucinated {done} of {len(images)} images; failed {len(failures)}"

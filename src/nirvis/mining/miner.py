@@ -146,6 +146,14 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
     return None if loaded is None else loaded[2:]
 
 
+def load_face_with_landmarks(ref: ImageRef, modality: str, *, aligned: bool, size: int
+                             ) -> tuple[Face | None, np.ndarray, np.ndarray] | None:
+    """:func:`load_face`, with the aligned :class:`~nirvis.faces.types.Face` first (its landmarks place a
+    network's own crop); ``None`` in its place for an input that was already aligned (``aligned=True``)."""
+    loaded = _load(ref, modality, aligned=aligned, size=size)
+    return None if loaded is None else loaded[1:]
+
+
 def try_load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int
                   ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
     """:func:`load_face`, with an unusable image as ``(None, reason)`` instead of an exception; a readable
