@@ -188,33 +188,23 @@ def hallucinate(
             raise NoFaceError(f"{path}: no face found")
         return got
 
-    def load(path: Path, modality: str, ch: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned face (gray NIR or RGB VIS) and its valid mask; raises ImageError / NoFaceError."""
-        return load_with_face(path, modality, ch)[1:]
+    seen_vis: dict[Path, tuple | None] = {}
 
-    def vis_face(src: Path):
-        cand = vis if vis.is_file() else next((p for p in sorted(vis.iterdir()) if p.stem == src.stem
-                                              and p.suffix.lower() in IMAGE_EXTS), None) if vis.is_dir() else None
-        if cand is None:
-            return None
-        try:
-            return load_with_face(cand, "vis", None)[0]
-        except (NirvisError, *IMAGE_ERRORS) as exc:
-            typer.echo(f"warning: VIS image to score against: {exc}", err=True)
-            return None
-
-    def vis_for(src: Path) -> np.ndarray | None:
+    def vis_of(src: Path) -> tuple | None:
+        """``(Face, aligned RGB face)`` of the VIS image given for ``src`` by --vis (``None`` when there is none or
+        it has no face), read once for the sheet and the scores."""
         if vis is None:
             return None
-        cand = vis if vis.is_file() else next((p for p in sorted(vis.iterdir()) if p.stem == src.stem
-                                              and p.suffix.lower() in IMAGE_EXTS), None) if vis.is_dir() else None
-        if cand is None:
-            return None
-        try:
-            return load(cand, "vis", None)[0]
-        except (NirvisError, *IMAGE_ERRORS) as exc:
-            typer.echo(f"warning: VIS image for the sheet: {exc}", err=True)
-            return None
+        if src not in seen_vis:
+            cand = vis if vis.is_file() else next((p for p in sorted(vis.iterdir()) if p.stem == src.stem
+                                                  and p.suffix.lower() in IMAGE_EXTS), None) if vis.is_dir() else None
+            seen_vis[src] = None
+            if cand is not None:
+                try:
+                    seen_vis[src] = load_with_face(cand, "vis", None)[:2]
+                except (NirvisError, *IMAGE_ERRORS) as exc:
+                    typer.echo(f"warning: the VIS image of {src.name}: {exc}", err=True)
+        return seen_vis[src]
 
     failures: list[str] = []
     scores: list[tuple[str, float, float]] = []  # (input, NIR -> VIS cosine, hallucinated -> VIS cosine)
@@ -253,12 +243,13 @@ def hallucinate(
                         continue
                     done += 1
                     if emb is not None:
-                        scored = _score(emb, records[i], res.rgb[i], vis_face(src))
+                        got = vis_of(src)
+                        scored = _score(emb, records[i], res.rgb[i], got[0] if got else None)
                         if scored is not None:
                             scores.append((src.name, *scored))
                     if sheet is not None and len(rows) < sheet_rows:
-                        v = vis_for(src)
-                        rows.append(sheet_row(res, i, v))
+                        got = vis_of(src)
+                        rows.append(sheet_row(res, i, got[1] if got else None))
             bar.update(task, advance=len(chunk))
     sheet_written = False
     if sheet is not None and rows:
