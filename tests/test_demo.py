@@ -355,6 +355,9 @@ def test_fits_keep_their_embedding_and_the_report_projects_through_them_and_draw
     assert all(pts.shape == (len(proj.person), 2) for _, pts, _ in proj.panels)
     gap = {row: g for row, _, g in proj.panels}
     assert gap["LR"] < 0.5 * gap["raw"], gap
+    older = {k: v for k, v in demo.items() if k != "fits"}  # results of a demo that did not keep its fits
+    proj, _ = fig6_projection(older)
+    assert [row for row, _, _ in proj.panels] == ["raw"] and "older nirvis demo" in proj.problems[0]
 
     # stage 7: both readings at every alpha, alpha 0 computed once; a second run finds it in the cache
     sweep = demo["alpha_sweep"]

@@ -311,7 +311,10 @@ def fig6_projection(demo: dict[str, Any], n: int = FIG6_PEOPLE) -> tuple[Project
         if row == "raw":
             Z = X
         elif row not in folders:
-            continue  # the demo did not fit it (the quick run fits LR only)
+            if "fits" not in demo:  # else the demo did not fit it (the quick run fits LR only)
+                proj.problems.append(f"{row}: the results do not list the demo's fitted embeddings (written by an "
+                                     "older nirvis demo; run it again)")
+            continue
         else:
             try:
                 Z = load_embedding(folders[row] / FIT_EMBEDDING).transform(X, modality=modality)
