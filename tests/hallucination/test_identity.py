@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nirvis.errors import NirvisError
 from nirvis.faces.types import TEMPLATE_SIZE, Face
 from nirvis.features.dlib_resnet import dlib_chip
 from nirvis.hallucination.identity import (IdentityTrainConfig, chip_matrix, identity_nets, prepare_faces,
@@ -67,6 +68,23 @@ def test_training_saves_a_model_that_evaluate_can_use(tmp_path) -> None:
     assert out.rgb.shape == (1, 224, 224, 3)
     with pytest.raises(ValueError, match="batch_size, max_steps and val_every must be >= 1"):
         IdentityTrainConfig(batch_size=0)
+
+
+def test_validation_people_come_from_the_candidates(tmp_path) -> None:
+    """``val_candidates`` (the 2019 set's people on RAP3DF) are the only people held out; the others all train."""
+    faces = [_face(s) for s in range(12)]
+    people = [f"p{i // 2}" for i in range(12)]
+    reference = {"nir_mean": 110.0, "nir_std": 40.0, "region": "face", "normalize": False}
+    batch = prepare_faces(faces, people, reference)
+    cents = np.random.default_rng(0).normal(size=(6, 128)).astype(np.float32)
+    cfg = IdentityTrainConfig(max_steps=1, batch_size=2, val_every=1, val_fraction=0.5)
+    for seed in range(3):
+        train_identity_hallucination(batch, cents, reference, tmp_path / f"m{seed}", IdentityTrainConfig(
+            **{**cfg.__dict__, "seed": seed}), val_candidates=["p3", "p4", "p5"])
+        held = load_model(tmp_path / f"m{seed}").meta["val_people"]
+        assert len(held) == 2 and set(held) <= {"p3", "p4", "p5"}  # half of the 3 candidates, rounded up
+    with pytest.raises(NirvisError, match="1 of the training people may validate, 2 are needed"):
+        train_identity_hallucination(batch, cents, reference, tmp_path / "x", cfg, val_candidates=["p0"])
 
 
 def test_without_normalisation_step_0_is_the_nir_face_as_it_is() -> None:

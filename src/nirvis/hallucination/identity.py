@@ -64,7 +64,8 @@ class IdentityTrainConfig:
         Cosine-to-logit scale of the cross-entropy (dlib's descriptors of two people differ by a few hundredths
         of cosine).
     val_fraction
-        Share of the training people held out to choose the step (at least 2 people).
+        Share of the training people held out to choose the step (at least 2 people); of the candidates, when
+        :func:`train_identity_hallucination` is given ``val_candidates``.
     val_every
         Steps between validations.
     seed
@@ -195,7 +196,8 @@ def _rank1(nets, dlib_net, batch: FaceBatch, rows: np.ndarray, centroids: torch.
 def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, reference: dict[str, Any],
                                  output: str | os.PathLike, config: IdentityTrainConfig = IdentityTrainConfig(),
                                  *, meta: dict[str, Any] | None = None,
-                                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                                 progress: Callable[[str], None] | None = None,
+                                 val_candidates: Sequence[str] | None = None) -> dict[str, Any]:
     """Train the hallucination networks with the identity loss and save the best validated state.
 
     Parameters
@@ -211,6 +213,14 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
     meta
         Written into the model's config (e.g. ``train_people``, ``dataset``); ``val_people``, the validation
         curve and the settings are added.
+    val_candidates
+        The people the validation people are drawn from (default: all). On RAP3DF the test people are of the 2019
+        set, whose NIR camera differs from the 2017 set's: validating on 2019 people chooses the step for them (a
+        model chosen on mostly 2017 people gained 4-10 points on those and lost on 2019 test people;
+        docs/BENCHMARKS.md).
+
+    Validation ranks each held-out person's NIR faces against the VIS centroids of *every* training person (the
+    held-out ones included), a gallery of all of them, so that the step is chosen on a task as hard as the test.
 
     Returns
     -------
@@ -221,10 +231,14 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
     cfg = config
     n_people = len(batch.people)
     rng = np.random.default_rng(cfg.seed)
-    n_val = max(2, int(math.ceil(cfg.val_fraction * n_people)))
+    pool = np.arange(n_people) if val_candidates is None else \
+        np.array([i for i, p in enumerate(batch.people) if p in set(val_candidates)], dtype=int)
+    n_val = max(2, int(math.ceil(cfg.val_fraction * len(pool))))
     if n_people - n_val < 2:
         raise NirvisError(f"identity training needs at least 4 people, got {n_people}")
-    val_cls = np.sort(rng.permutation(n_people)[:n_val])
+    if len(pool) < n_val:
+        raise NirvisError(f"identity training: {len(pool)} of the training people may validate, {n_val} are needed")
+    val_cls = np.sort(rng.permutation(pool)[:n_val])
     is_val = np.isin(batch.person, val_cls)
     train_rows, val_rows = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     train_cls = np.setdiff1d(np.arange(n_people), val_cls)
@@ -248,7 +262,7 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
         def validate() -> None:
             nonlocal best
             nets.eval()
-            r1 = _rank1(nets, dlib_net, batch, val_rows, centroids, val_cls)
+            r1 = _rank1(nets, dlib_net, batch, val_rows, centroids, np.arange(n_people))
             nets.train()
             history["step"].append(step)
             history["val_rank1"].append(r1)
@@ -257,7 +271,8 @@ def train_identity_hallucination(batch: FaceBatch, vis_centroids: np.ndarray, re
             if r1 > best[0]:
                 best = (r1, step, {k: v.clone() for k, v in nets.state_dict().items()})
             if progress:
-                progress(f"step {step}: validation rank-1 {100 * r1:.1f}% ({len(val_cls)} people)")
+                progress(f"step {step}: validation rank-1 {100 * r1:.1f}% ({len(val_cls)} people, gallery of "
+                         f"{n_people})")
 
         validate()
         order = rng.permutation(train_rows)

@@ -30,6 +30,8 @@ def train_hallucination_id(
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 20,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the person split, initialisation and batches.")] = 0,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
+    val_set: Annotated[Optional[str], typer.Option("--val-set", help="RAP3DF: draw the validation people from this capture set (default 2019, the set test people come from; 'any' for every training person).")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the candidates held out to choose the step.")] = 1 / 6,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise the NIR faces' mean and std to the training median first (the paper's mining step); off by default, so step 0 is the NIR face as it is.")] = False,
 ) -> None:
     """Train the Y/Cb/Cr networks for recognition (beyond the paper): an identity loss through dlib's frozen
@@ -50,7 +52,7 @@ def train_hallucination_id(
         _fail(f"--output {output}: is a file; give a folder for the model")
     try:
         cfg = IdentityTrainConfig(preset=preset.value, lr=lr, batch_size=batch_size, max_seconds=60 * max_minutes,
-                                  val_every=val_every, seed=seed, threads=threads)
+                                  val_every=val_every, seed=seed, threads=threads, val_fraction=val_fraction)
         root = find_data_root(data)
         name, splits, _ = load_protocol(dataset, root, protocol, train_data)
         people, split_name = resolve_training_people(splits, split)
@@ -61,6 +63,12 @@ def train_hallucination_id(
         _fail(str(exc))
     if set(people) & set(forbidden):
         _fail(f"--split {split}: its training people include test people {sorted(set(people) & set(forbidden))[:3]}")
+    chosen_set = val_set or ("2019" if dataset == "rap3df" else "any")
+    candidates = None
+    if chosen_set != "any":
+        candidates = sorted({s.person for s in train if s.meta.get("set") == chosen_set})
+        if len(candidates) < 4:
+            _fail(f"--val-set {chosen_set}: {len(candidates)} training people of that set; give another set or 'any'")
     rec = Recognizer("dlib", cache=FeatureCache())
     typer.echo(f"preparing the faces of {len(people)} training people of {name} {split_name}", err=True)
     try:
@@ -69,8 +77,9 @@ def train_hallucination_id(
                    err=True)
         record = train_identity_hallucination(
             batch, centroids, reference, output, cfg,
-            meta={"train_people": sorted(people), "dataset": dataset, "protocol": name, "split": split_name},
-            progress=lambda m: typer.echo(m, err=True))
+            meta={"train_people": sorted(people), "dataset": dataset, "protocol": name, "split": split_name,
+                  "val_set": chosen_set},
+            progress=lambda m: typer.echo(m, err=True), val_candidates=candidates)
     except (NirvisError, ValueError, OSError) as exc:
         _fail(str(exc), code=1)
     typer.echo(f"trained {record['steps']} steps in {record['seconds']:.0f} s; best validation rank-1 "
