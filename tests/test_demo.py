@@ -369,6 +369,11 @@ def test_fits_keep_their_embedding_and_the_report_projects_through_them_and_draw
     again = _demo(root, cache, cfg)
     assert all(_cached(again).values()) and fakes.calls["hallucinate"] == 6
     assert again.results["demo"]["alpha_sweep"] == sweep
+    # the demo's own alpha and reading are stage 4's features, not hallucinated again
+    own = _demo(root, StageCache(tmp_path / "own"), replace_cfg(cfg, alpha=0.5))
+    assert fakes.calls["hallucinate"] == 6 + 1 + 4
+    assert own.results["demo"]["alpha_sweep"]["readings"]["log"]["rank1"][1] == next(
+        r["rank1_mean"] for r in own.results["results"] if r["config"] == "H")
 
     results = tmp_path / "demo.json"
     results.write_text(json.dumps(out.results))

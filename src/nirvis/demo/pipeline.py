@@ -504,8 +504,8 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
         sweep = None
         if config.alpha_sweep and models:
             g, _, model_stage = models[0]
-            sweep = _sweep_stage(run, fs, feat_stage, model_stage,
-                                 [sp for sp in splits if sp.name in {x.name for x in g.served}])
+            served = [sp for sp in splits if sp.name in {x.name for x in g.served}]
+            sweep = _sweep_stage(run, fs, feat_stage, model_stage, served, hfs_of[served[0].name])
     results = read_json(results_path, DemoError)
     notes = [_model_note(config, dataset, models)] if models else []
     if config.train_2019_only:
@@ -981,11 +981,11 @@ def _evaluate_stage(run: _Run, protocol: str, splits: Sequence[Split], fs: Featu
 # ----------------------------------------------------------------------------------------------- 7. alpha sweep
 
 def _sweep_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model_stage: StageResult,
-                 splits: Sequence[Split]) -> dict[str, Any]:
+                 splits: Sequence[Split], hfs: FeatureSet) -> dict[str, Any]:
     """Stage 7 (paper Fig. 7): rank-1 and VR@FAR=1% of ``H`` against α, for both readings of eq. (1).
 
     Only the probes are hallucinated (the gallery is VIS, and ``H`` fits nothing); each NIR probe once per
-    setting, shared by the splits that test it; α 0 (the CNN luminance alone) is computed once for both
+    setting (the demo's own α and reading come from stage 4's features, ``hfs``), shared by the splits that test it; α 0 (the CNN luminance alone) is computed once for both
     readings. Returns ``{"alphas": [...], "probes": n, "readings": {reading: {"rank1": [...], "rank1_std": [...],
     "vr_far_1e-2": [...], "per_split_rank1": [[...] per alpha]}}}``, means over the splits.
     """
@@ -1011,6 +1011,10 @@ def _sweep_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model_stage
         advance = run.counter()
         feats: dict[tuple[str, float], FeatureSet] = {}
         for reading, alpha in settings:
+            if (reading, alpha) == (c.reading, c.alpha):  # stage 4 hallucinated these already
+                feats[(reading, alpha)] = hfs
+                advance(len(probes))
+                continue
             own = got.work / "faces" / f"{reading}-{alpha:g}"
             feats[(reading, alpha)] = fs.updated(_hallucinate(rec, model, probes, BlendConfig(alpha=alpha, reading=reading),
                                                               own, advance))
