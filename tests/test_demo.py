@@ -540,3 +540,23 @@ def app_():
     from nirvis.cli import app
 
     return app
+
+
+def test_stage_inputs_are_keyed_by_content_not_by_file_times(tmp_path):
+    # This machine's data folder gets new modification times every session; keyed by them, every stage after
+    # the first was computed again.
+    import os
+
+    from nirvis.datasets.base import Sample
+    from nirvis.demo.pipeline import _samples_digest
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"first image")
+    b.write_bytes(b"second image")
+    samples = [Sample("p", "nir", a, "a"), Sample("p", "vis", b, "b")]
+    key = _samples_digest(samples)
+    os.utime(a, (1_000_000_000, 1_000_000_000))
+    assert _samples_digest(samples) == key
+    a.write_bytes(b"first image, edited")
+    assert _samples_digest(samples) != key
+    assert _samples_digest([Sample("p", "nir", tmp_path / "gone.png", "a"), samples[1]]) != key
