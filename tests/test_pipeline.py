@@ -288,3 +288,40 @@ def test_a_cached_failure_names_the_file_being_read_not_the_first_copy(tmp_path)
     assert reason.startswith(f"{copy}: no face found") and str(first) not in reason
     with pytest.raises(NoFaceError, match="copy.png: no face found"):
         rec.align_sample(Sample("q", "vis", copy, "b"))
+
+
+class KeypointEmbedder(CountingEmbedder):
+    """A network cut from ArcFace's keypoints: features are the keypoints it was given, so a test sees them."""
+
+    name = "keypoints"
+    dim = 10
+    landmark_model = "shape68"
+
+    def embed(self, faces):
+        self.calls += len(faces)
+        return np.stack([np.asarray(f.meta["keypoints5"], np.float32).reshape(-1) for f in faces])
+
+
+def test_the_recognizer_aligns_with_the_embedders_landmark_model_and_refuses_another():
+    from nirvis.faces.align import AlignConfig
+
+    assert Recognizer(CountingEmbedder()).aligner.config.landmark_model == "shape5"
+    assert Recognizer(KeypointEmbedder()).aligner.config.landmark_model == "shape68"
+    with pytest.raises(ValueError, match="'keypoints' is cut from the landmarks of 'shape68'.*landmark_model='shape5'"):
+        Recognizer(KeypointEmbedder(), align=AlignConfig())
+
+
+@pytest.mark.data
+def test_arcface_keypoints_survive_the_alignment_cache(mixed_samples, tmp_path):
+    emb = KeypointEmbedder()
+    rec = Recognizer(emb, cache=FeatureCache(tmp_path / "cache"))
+    face = rec.align_sample(mixed_samples[0])  # computed and cached
+    again = rec.align_sample(mixed_samples[0])  # read back from the cache
+    assert face.meta["keypoints5"].shape == (5, 2)
+    np.testing.assert_array_equal(face.meta["keypoints5"], again.meta["keypoints5"])
+    fs = rec.featurize(mixed_samples[:2])
+    assert fs.ok.all() and emb.calls == 2
+    # the keypoints are in aligned pixels: eyes on the template's eye line, the mouth corners below the nose tip
+    kp = fs.features[0].reshape(5, 2)
+    assert abs(kp[0, 1] - 92) < 8 and abs(kp[1, 1] - 92) < 8 and kp[0, 0] < kp[1, 0]
+    assert kp[3, 1] > kp[2, 1] and kp[4, 1] > kp[2, 1]

@@ -536,7 +536,7 @@ def align(
 
     from nirvis._io import atomic_write_bytes
     from nirvis.errors import NirvisError
-    from nirvis.faces.align import IMAGE_ERRORS, FaceAligner
+    from nirvis.faces.align import IMAGE_ERRORS, AlignConfig, FaceAligner
     from nirvis.faces.sheet import contact_sheet
 
     if channel not in (None, "gray", "red", "green", "blue"):
@@ -569,7 +569,7 @@ def align(
                 _fail(f"--save-dir {save_dir}: would overwrite the input image {f}; save elsewhere")
             names[dst] = f
     emb = _embedder(embedder, models_dir, None) if embedder is not None else None
-    aligner = FaceAligner()
+    aligner = FaceAligner(AlignConfig(landmark_model=emb.landmark_model) if emb is not None else None)
     items, n_fail = [], 0
     for f, rel in files:
         try:

@@ -110,7 +110,9 @@ class Recognizer:
     embedder
         An :class:`~nirvis.features.base.Embedder` or a registered name (default ``"dlib"``).
     align
-        Alignment settings.
+        Alignment settings. By default the embedder's: its :attr:`~nirvis.features.base.Embedder.landmark_model`
+        (EdgeFace is cut from ArcFace's keypoints, so it aligns with dlib's 68-point model); a config with
+        another landmark model is refused.
     cache
         Feature cache, or ``None`` for no caching. It also keeps the aligned faces, so a second
         embedder or a new ``nir_transform`` never detects again.
@@ -130,6 +132,13 @@ class Recognizer:
     def __init__(self, embedder: Embedder | str = "dlib", align: AlignConfig | None = None,
                  cache: FeatureCache | None = None, nir_transform: FaceTransform | None = None) -> None:
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
+        wanted = self.embedder.landmark_model
+        if align is None:
+            align = AlignConfig(landmark_model=wanted)
+        elif align.landmark_model != wanted:
+            raise ValueError(f"embedder {self.embedder.name!r} is cut from the landmarks of {wanted!r}, but the "
+                             f"alignment config has landmark_model={align.landmark_model!r}; leave align unset, or "
+                             f"set landmark_model={wanted!r}")
         self.aligner = FaceAligner(align)
         self.cache = cache
         if nir_transform is not None and not isinstance(nir_transform, FaceTransform):
@@ -185,10 +194,12 @@ class Recognizer:
                 if str(hit.get("reason", "")):
                     raise NoFaceError(_from_cache(str(hit["reason"]), sample))
                 try:
+                    meta: dict = {"source_shape": tuple(int(v) for v in hit["source_shape"])}
+                    if "keypoints5" in hit:  # an aligner with the 68-point model (its fingerprint keys the entry)
+                        meta["keypoints5"] = hit["keypoints5"]
                     return Face(image=hit["image"], landmarks=hit["landmarks"], anchors=hit["anchors"],
                                 matrix=hit["matrix"], method=str(hit["method"]), score=float(hit["score"]),
-                                source=str(sample.path),
-                                meta={"source_shape": tuple(int(v) for v in hit["source_shape"])})
+                                source=str(sample.path), meta=meta)
                 except (KeyError, ValueError, TypeError):
                     pass  # an entry of another layout or a hand-edited one: align again
         try:
@@ -200,7 +211,8 @@ class Recognizer:
         if akey is not None:
             self.cache.put("align", akey, image=face.image, landmarks=face.landmarks, anchors=face.anchors,
                            matrix=face.matrix, method=np.array(face.method), score=np.array(face.score),
-                           source_shape=np.array(face.meta.get("source_shape", (0, 0))), reason=np.array(""))
+                           source_shape=np.array(face.meta.get("source_shape", (0, 0))), reason=np.array(""),
+                           **({"keypoints5": face.meta["keypoints5"]} if "keypoints5" in face.meta else {}))
         return face
 
     def _usable_feature(self, hit: dict[str, np.ndarray]) -> bool:

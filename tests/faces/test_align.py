@@ -77,6 +77,7 @@ def test_a_pil_image_is_taken_like_its_array():
     (dict(landmark_side=-1), "landmark_side must be an int"),
     (dict(template=((0, 0), (0, 0), (0, 0))), "must not be on one line"),
     (dict(template=((0, 0), (1, 1))), "template must be 3 finite"),
+    (dict(landmark_model="shape7"), "landmark_model must be one of shape5, shape68, got 'shape7'"),
 ])
 def test_bad_align_config_is_refused(kwargs, message):
     from nirvis.faces.align import AlignConfig
@@ -151,3 +152,37 @@ def test_nir_and_vis_landmarks_agree_through_the_sensor_registration(rap3df_root
     assert len(scales) >= 8
     assert np.std(scales) < 0.05 and 0.8 < np.median(scales) < 0.95
     assert np.median(residuals) < 4.0  # source pixels; faces are ~60 px wide, misses are 10+ px
+
+
+def test_the_default_landmark_model_keeps_the_fingerprint_of_earlier_alignments():
+    from nirvis.faces.align import AlignConfig
+
+    # b062d76bd4fe keys every alignment cached before the landmark model became a setting
+    assert AlignConfig().fingerprint() == AlignConfig(landmark_model="shape5").fingerprint() == "b062d76bd4fe"
+    assert AlignConfig(landmark_model="shape68").fingerprint() != "b062d76bd4fe"
+
+
+@pytest.mark.data
+def test_the_68_point_model_gives_the_same_alignment_points_and_arcface_keypoints(rap3df_root):
+    from nirvis.faces.align import AlignConfig
+
+    five, sixty_eight = FaceAligner(), FaceAligner(AlignConfig(landmark_model="shape68"))
+    n = 0
+    for cap in _captures(rap3df_root, 6):
+        image = read_image(rap3df_root / cap["rgb"])
+        try:
+            a = five.align(image)
+        except NoFaceError:
+            continue
+        b = sixty_eight.align(image)
+        n += 1
+        assert "keypoints5" not in a.meta and b.meta["keypoints5"].shape == (5, 2)
+        # dlib's 5 points read off the 68 align the face nearly as the 5-point model does
+        assert np.abs(a.anchors - b.anchors).max() < 6
+        kp = b.meta["keypoints5"]
+        eyes = b.landmarks[:4].reshape(2, 2, 2).mean(axis=1)
+        eyes = eyes[np.argsort(eyes[:, 0])]
+        assert np.abs(kp[:2] - eyes).max() < 4  # eye centres: six points against two corners
+        assert kp[2, 1] < b.landmarks[4, 1]  # the nose tip is above the nose base
+        assert kp[3, 0] < kp[4, 0] and min(kp[3, 1], kp[4, 1]) > b.landmarks[4, 1]  # mouth corners, below the nose
+    assert n >= 4

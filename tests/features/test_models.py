@@ -238,6 +238,12 @@ def test_a_known_file_given_as_onnx_path_is_that_model_with_its_notice(isolated,
     assert emb.preprocess == spec.preprocess()
     notice = licence_notice(emb)
     assert notice is not None and "research use only" in notice and "WebFace12M" in notice
+    # the known networks are cut from ArcFace's keypoints, so their faces go through dlib's 68-point model
+    assert emb.landmark_model == "shape68" and "68-point landmark model" in notice
+    from nirvis.features.onnx import OnnxEmbedder
+
+    dlib5 = OnnxEmbedder(path, spec.preprocess("dlib5"), name="tiny-known")
+    assert dlib5.landmark_model == "shape5" and "68-point" not in licence_notice(dlib5)
     # found by name in the models folder, through the embedder registry too
     from nirvis.features import base
     from nirvis.features.base import get_embedder

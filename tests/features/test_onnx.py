@@ -313,3 +313,49 @@ def test_flip_adds_the_mirrored_faces_output(model):
     assert flipped.fingerprint != plain.fingerprint and "flip" not in plain.config()
     with pytest.raises(ValueError, match="flip must be True or False"):
         OnnxEmbedder(path, flip="yes")
+
+
+def test_arcface5_crop_maps_the_faces_keypoints_onto_the_five_point_template(model):
+    from nirvis.features.onnx import ARCFACE_112_TEMPLATE, crop_faces
+
+    face = make_face(1)
+    # Five keypoints placed by a known similarity off the template: the crop must undo it exactly.
+    t = np.deg2rad(7.0)
+    m = 1.6 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    kp = np.array(ARCFACE_112_TEMPLATE) @ m.T + [20.0, 15.0]
+    face.meta["keypoints5"] = kp.astype(np.float32)
+    pre = OnnxPreprocess(keypoints="arcface5")
+    crop = crop_faces([face], pre)[0]
+    inverse = cv2.invertAffineTransform(np.hstack([m, [[20.0], [15.0]]]))
+    want = cv2.warpAffine(face.image, inverse, (112, 112), flags=cv2.INTER_LINEAR, borderValue=0)
+    assert np.abs(crop.astype(int) - want.astype(int)).max() <= 1
+    # the dlib-5 crop of the same face is another crop
+    assert np.abs(crop_faces([face], OnnxPreprocess())[0].astype(int) - crop.astype(int)).mean() > 5
+
+
+def test_arcface5_face_without_keypoints_falls_back_to_dlib5_with_one_warning(model, caplog):
+    from nirvis.features import onnx as onnx_mod
+
+    onnx_mod._WARNED_NO_KEYPOINTS = False
+    face = make_face(2)
+    emb5 = OnnxEmbedder(model[0], OnnxPreprocess(keypoints="arcface5"))
+    with caplog.at_level("WARNING", logger="nirvis.features.onnx"):
+        got = emb5.embed([face, face])
+    np.testing.assert_allclose(got, OnnxEmbedder(model[0]).embed([face, face]), atol=1e-6)
+    assert sum("no ArcFace keypoints" in r.message for r in caplog.records) == 1
+
+
+def test_keypoint_mode_sets_landmark_model_and_fingerprint_but_default_keeps_old_fingerprint(model):
+    from dataclasses import asdict
+
+    plain = OnnxEmbedder(model[0])
+    arc = OnnxEmbedder(model[0], OnnxPreprocess(keypoints="arcface5"))
+    assert (plain.landmark_model, arc.landmark_model) == ("shape5", "shape68")
+    assert arc.fingerprint != plain.fingerprint
+    # features made before the keypoint fields existed keep their fingerprint
+    assert "keypoints" not in plain.config()["preprocess"]
+    assert set(plain.config()["preprocess"]) == set(asdict(OnnxPreprocess())) - {"keypoints", "template5"}
+    with pytest.raises(ValueError, match="keypoints must be 'dlib5' or 'arcface5'"):
+        OnnxPreprocess(keypoints="arcface")
+    with pytest.raises(ValueError, match="template5 .* outside the 112x112 input"):
+        OnnxPreprocess(template5=((38.0, 51.0), (73.0, 51.0), (56.0, 71.0), (41.0, 92.0), (200.0, 92.0)))

@@ -5,6 +5,12 @@ The paper aligns by three landmarks: both eye centres and the mouth centre. nirv
 takes the eye centres as the mean of each eye's corners, and predicts the mouth centre from the eyes and
 the nose by a linear model fitted once against dlib's 68-point mouth (``benchmarks/calibrate_mouth.py``).
 A least-squares similarity transform then maps the three anchors to :data:`TEMPLATE_ANCHORS`.
+
+A network trained on ArcFace's five-point crop (EdgeFace) is cut from the eye centres, the nose tip and the
+mouth corners, which dlib's 5 points do not give. ``AlignConfig(landmark_model="shape68")`` runs dlib's
+68-point model instead (its training data, iBUG 300-W, allows research use only): the face is aligned from
+the same five dlib-5 points, read off the 68, and each :class:`Face` also carries the five ArcFace keypoints
+(``face.meta["keypoints5"]``).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from nirvis.faces import models
 from nirvis.faces.detect import Detection, DetectorConfig, detect_faces
 from nirvis.faces.types import TEMPLATE_ANCHORS, TEMPLATE_SIZE, Face
 
-__all__ = ["AlignConfig", "FaceAligner", "anchors_from_landmarks", "similarity_transform", "warp_to_template",
-           "as_gray", "valid_mask", "MIN_IMAGE_SIDE", "IMAGE_ERRORS"]
+__all__ = ["AlignConfig", "FaceAligner", "anchors_from_landmarks", "arcface_keypoints", "similarity_transform",
+           "warp_to_template", "as_gray", "valid_mask", "LANDMARK_MODELS", "DLIB5_OF_68", "MIN_IMAGE_SIDE",
+           "IMAGE_ERRORS"]
 
 #: Errors of one image that a batch job records and goes on from: an unusable file (:class:`ImageError`,
 #: ``OSError``), or an image that dlib (``RuntimeError``) or OpenCV (``cv2.error``) cannot take.
@@ -40,6 +47,25 @@ MIN_IMAGE_SIDE = 8
 #: (residual std 0.04 x, 0.08 y inter-eye distances).
 MOUTH_COEF = np.array([[0.677, -0.065], [-0.002, 0.899], [0.005, 0.412]])
 
+#: Landmark models of :class:`AlignConfig`: ``shape5`` (dlib's 5 points, no licence restriction; the default)
+#: and ``shape68`` (dlib's 68 points, research use only; adds the ArcFace keypoints).
+LANDMARK_MODELS = ("shape5", "shape68")
+
+#: dlib's 5 points (:data:`~nirvis.faces.types.LANDMARK_NAMES_5` order) among the 68: the image-right eye's
+#: outer and inner corners, the image-left eye's outer and inner corners, the nose base. Checked on RAP3DF faces:
+#: each of the 5-point model's points is nearest to this one of the 68-point model's.
+DLIB5_OF_68 = (45, 42, 36, 39, 33)
+
+
+def arcface_keypoints(points68: np.ndarray) -> np.ndarray:
+    """ArcFace's five keypoints from dlib's 68 points, ``(5, 2)`` float64: the image-left eye centre, the
+    image-right eye centre (each the mean of the eye's six points), the nose tip (point 30), the image-left
+    and the image-right mouth corner (points 48 and 54): the order of ArcFace's 112x112 template."""
+    p = np.asarray(points68, dtype=np.float64)
+    if p.shape != (68, 2):
+        raise ValueError(f"points68 must be (68, 2), got shape {p.shape}")
+    return np.stack([p[36:42].mean(axis=0), p[42:48].mean(axis=0), p[30], p[48], p[54]])
+
 
 @dataclass(frozen=True)
 class AlignConfig:
@@ -54,14 +80,18 @@ class AlignConfig:
     detector
         Settings of the detection cascade.
     landmark_side
-        The face box is upscaled so that its width is at least this many pixels before the 5-point
-        landmark model runs (small faces get more precise landmarks).
+        The face box is upscaled so that its width is at least this many pixels before the landmark model
+        runs (small faces get more precise landmarks).
+    landmark_model
+        ``"shape5"`` (dlib's 5 points; default) or ``"shape68"`` (dlib's 68 points, research use only: each
+        face also carries ArcFace's five keypoints, which networks trained on ArcFace's crop are cut from).
     """
 
     size: int = TEMPLATE_SIZE
     template: tuple[tuple[float, float], ...] = tuple(map(tuple, TEMPLATE_ANCHORS.tolist()))
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     landmark_side: int = 160
+    landmark_model: str = "shape5"
 
     def __post_init__(self) -> None:
         for name in ("size", "landmark_side"):
@@ -76,9 +106,15 @@ class AlignConfig:
             raise ValueError(f"AlignConfig: the template's 3 points must not be on one line, got {self.template!r}")
         if not isinstance(self.detector, DetectorConfig):
             raise TypeError(f"AlignConfig: detector must be a DetectorConfig, got {self.detector!r}")
+        if self.landmark_model not in LANDMARK_MODELS:
+            raise ValueError(f"AlignConfig: landmark_model must be one of {', '.join(LANDMARK_MODELS)}, "
+                             f"got {self.landmark_model!r}")
 
     def fingerprint(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        d = asdict(self)
+        if d["landmark_model"] == "shape5":  # the default leaves the fingerprint of earlier alignments as it was
+            del d["landmark_model"]
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -195,35 +231,52 @@ class FaceAligner:
         return self.config.fingerprint()
 
     def landmarks(self, gray: np.ndarray, det: Detection) -> np.ndarray:
-        """dlib's 5 points for one detection, ``(5, 2)`` float64 in source pixels."""
+        """dlib's 5 points for one detection, ``(5, 2)`` float64 in source pixels (with ``shape68``, read off
+        the 68: :data:`DLIB5_OF_68`)."""
+        return self._predict(gray, det)[0]
+
+    def _predict(self, gray: np.ndarray, det: Detection) -> tuple[np.ndarray, np.ndarray | None]:
+        """dlib's 5 points and, with ``shape68``, ArcFace's 5 keypoints (else ``None``), in source pixels."""
         import dlib
 
         l, t, r, b = det.box
         s = float(np.clip(self.config.landmark_side / max(r - l, 1.0), 1.0, 4.0))
         img = gray if s == 1.0 else cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
         rect = dlib.rectangle(int(round(l * s)), int(round(t * s)), int(round(r * s)), int(round(b * s)))
-        shape = models.shape_predictor("shape5")(img, rect)
-        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64) / s
+        shape = models.shape_predictor(self.config.landmark_model)(img, rect)
+        points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64) / s
+        if self.config.landmark_model == "shape68":
+            return points[list(DLIB5_OF_68)], arcface_keypoints(points)
+        return points, None
 
     def align_landmarks(self, image: np.ndarray, points: np.ndarray, *, method: str = "given",
-                        score: float = float("nan"), source: str | None = None) -> Face:
-        """Align ``image`` given its 5 landmarks in source pixels (no detection)."""
+                        score: float = float("nan"), source: str | None = None,
+                        keypoints: np.ndarray | None = None) -> Face:
+        """Align ``image`` given its 5 landmarks in source pixels (no detection); ArcFace's 5 ``keypoints``
+        in source pixels, when given, are kept in ``face.meta["keypoints5"]`` (aligned pixels)."""
         image = np.asarray(image)
         template = np.asarray(self.config.template, dtype=np.float64)
         anchors = anchors_from_landmarks(points)
         matrix = similarity_transform(anchors, template)
         aligned = warp_to_template(np.ascontiguousarray(image), matrix, self.config.size)
+        meta: dict = {"source_shape": tuple(int(v) for v in image.shape[:2])}
+        if keypoints is not None:
+            meta["keypoints5"] = _apply(matrix, keypoints).astype(np.float32)
         return Face(image=aligned, landmarks=_apply(matrix, points).astype(np.float32),
                     anchors=_apply(matrix, anchors).astype(np.float32), matrix=matrix, method=method,
-                    score=float(score), source=source, meta={"source_shape": tuple(int(v) for v in image.shape[:2])})
+                    score=float(score), source=source, meta=meta)
+
+    def _align_detection(self, image: np.ndarray, gray: np.ndarray, det: Detection, source: str | None) -> Face:
+        points, keypoints = self._predict(gray, det)
+        return self.align_landmarks(image, points, method=det.method, score=det.score, source=source,
+                                    keypoints=keypoints)
 
     def detect(self, image: np.ndarray, *, source: str | None = None) -> list[Face]:
         """Every face found by the cascade, aligned; best detection score first. Empty if none (also for an
         image too small to hold a face)."""
         image = np.asarray(image)
         gray = as_gray(image, source)
-        return [self.align_landmarks(image, self.landmarks(gray, d), method=d.method, score=d.score, source=source)
-                for d in detect_faces(gray, self.config.detector)]
+        return [self._align_detection(image, gray, d, source) for d in detect_faces(gray, self.config.detector)]
 
     def align(self, image: np.ndarray, *, source: str | None = None) -> Face:
         """The best-scoring face of ``image``, aligned.
@@ -242,8 +295,7 @@ class FaceAligner:
         dets = detect_faces(gray, self.config.detector)
         if not dets:
             raise NoFaceError(f"{source or 'image'}: no face found (tried {', '.join(self.config.detector.cascade)})")
-        d = dets[0]
-        return self.align_landmarks(image, self.landmarks(gray, d), method=d.method, score=d.score, source=source)
+        return self._align_detection(image, gray, dets[0], source)
 
     def align_file(self, path: str | PathLike, *, channel: str | None = None) -> Face:
         """Read an image file (see :func:`nirvis._io.read_image`) and align its best face."""

@@ -27,6 +27,10 @@ class Embedder(ABC):
 
     name: str = "embedder"
     dim: int = 0
+    #: The landmark model the faces must be aligned with (:attr:`nirvis.faces.align.AlignConfig.landmark_model`):
+    #: ``"shape5"`` for every network cut from dlib's 5 points; ``"shape68"`` for one cut from ArcFace's
+    #: keypoints. :class:`~nirvis.pipeline.Recognizer` aligns with it.
+    landmark_model: str = "shape5"
 
     @abstractmethod
     def embed(self, faces: Sequence[Face]) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from nirvis._io import atomic_write, file_digest
 from nirvis.errors import NirvisError
 from nirvis.features.base import Embedder, available_embedders, register_embedder
+from nirvis.features.onnx import ARCFACE_112_TEMPLATE as _ARCFACE_112
 
 if TYPE_CHECKING:  # pragma: no cover
     from nirvis.features.onnx import OnnxEmbedder, OnnxPreprocess
@@ -65,13 +66,11 @@ ENV_VAR = "NIRVIS_MODELS"
 
 Point = tuple[float, float]
 
-#: ArcFace's standard 112x112 five-point template (insightface ``norm_crop``), pixels ``(x, y)``: the eye
-#: centre on the image's left, the eye centre on the image's right, the nose tip, the mouth corner on the
-#: image's left, the mouth corner on the image's right. nirvis aligns from dlib's 5 points instead (eye
-#: corners and the nose *base*), with :data:`nirvis.features.onnx.ARCFACE_DLIB5_TEMPLATE`, measured to put
-#: these five points where ArcFace expects them (3.9 px from them on average).
-ARCFACE_112_TEMPLATE: tuple[Point, Point, Point, Point, Point] = (
-    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
+#: ArcFace's standard 112x112 five-point template (see :data:`nirvis.features.onnx.ARCFACE_112_TEMPLATE`). The
+#: known networks are cut from it by ArcFace's own keypoints (dlib's 68-point model); networks given as
+#: ``onnx:PATH`` are cut from dlib's 5 points with :data:`nirvis.features.onnx.ARCFACE_DLIB5_TEMPLATE`, measured
+#: to put these five points where ArcFace expects them (3.9 px from them on average).
+ARCFACE_112_TEMPLATE = _ARCFACE_112
 
 
 class ModelNotFoundError(NirvisError, FileNotFoundError):
@@ -116,8 +115,11 @@ class ModelSpec:
         The network's input: ``(width, height)`` in pixels, per-channel ``(pixel - mean) / std`` with pixels
         in ``[0, 255]``, channel order and tensor layout (see :class:`~nirvis.features.onnx.OnnxPreprocess`).
     reference_template
-        The 5-point alignment template the network was trained with, in input pixels (documentation; the
-        crop itself is made from dlib's points by :meth:`preprocess`).
+        The 5-point alignment template the network was trained with, in input pixels.
+    keypoints
+        How the crop is cut (:attr:`nirvis.features.onnx.OnnxPreprocess.keypoints`): ``"arcface5"``, from
+        ArcFace's own keypoints onto :attr:`reference_template` (the faces are aligned with dlib's 68-point
+        model, whose training data allows research use only), or ``"dlib5"``, from dlib's 5 points.
     """
 
     name: str
@@ -136,16 +138,19 @@ class ModelSpec:
     color_order: str = "RGB"
     layout: str = "NCHW"
     reference_template: tuple[Point, ...] = ARCFACE_112_TEMPLATE
+    keypoints: str = "arcface5"
 
-    def preprocess(self) -> OnnxPreprocess:
-        """The :class:`~nirvis.features.onnx.OnnxPreprocess` of this network (dlib's points onto ArcFace's)."""
+    def preprocess(self, keypoints: str | None = None) -> OnnxPreprocess:
+        """The :class:`~nirvis.features.onnx.OnnxPreprocess` of this network; ``keypoints`` overrides
+        :attr:`keypoints` (e.g. ``"dlib5"`` to compare the two crops)."""
         from nirvis.features.onnx import ARCFACE_DLIB5_TEMPLATE, OnnxPreprocess
 
         if self.input_size != (112, 112) or self.reference_template != ARCFACE_112_TEMPLATE:
             raise NotImplementedError(f"{self.name}: only ArcFace's 112x112 template is mapped to dlib's points")
         return OnnxPreprocess(input_size=self.input_size, mean=self.mean, std=self.std,
                               color_order=self.color_order, layout=self.layout,  # type: ignore[arg-type]
-                              template=ARCFACE_DLIB5_TEMPLATE)
+                              template=ARCFACE_DLIB5_TEMPLATE, keypoints=keypoints or self.keypoints,  # type: ignore[arg-type]
+                              template5=self.reference_template)  # type: ignore[arg-type]
 
 
 _EDGEFACE_SOURCE = (
@@ -431,13 +436,14 @@ def fetch_model(name: str, models_dir: str | os.PathLike[str] | None = None, *, 
 def known_embedder(name: str, models_dir: str | os.PathLike[str] | None = None,
                    data_root: str | os.PathLike[str] | None = None, **kwargs: Any) -> OnnxEmbedder:
     """An :class:`~nirvis.features.onnx.OnnxEmbedder` for the known model ``name``, its file found by
-    :func:`find_model` and checked; ``kwargs`` go to ``OnnxEmbedder`` (``batch_size``, ``providers``,
-    ``intra_op_num_threads``). The model is loaded on first use."""
+    :func:`find_model` and checked; ``keypoints`` overrides the spec's crop (:meth:`ModelSpec.preprocess`), the
+    other ``kwargs`` go to ``OnnxEmbedder`` (``batch_size``, ``providers``, ``intra_op_num_threads``, ``flip``).
+    The model is loaded on first use."""
     from nirvis.features.onnx import OnnxEmbedder
 
     spec = get_model_spec(name)
     path = find_model(name, models_dir, data_root)
-    return OnnxEmbedder(path, spec.preprocess(), name=spec.name, **kwargs)
+    return OnnxEmbedder(path, spec.preprocess(kwargs.pop("keypoints", None)), name=spec.name, **kwargs)
 
 
 def _register_known() -> None:
@@ -504,4 +510,7 @@ def licence_notice(embedder: Embedder) -> str | None:
     spec = KNOWN_MODELS.get(embedder.name)
     if spec is None or not spec.research_only:
         return None
-    return f"note: {spec.name} ({spec.network}): {spec.licence}; do not use it commercially"
+    crop = (" Its faces are aligned with dlib's 68-point landmark model, whose training data (iBUG 300-W) "
+            "excludes commercial use too."
+            if getattr(embedder, "landmark_model", "shape5") == "shape68" else "")
+    return f"note: {spec.name} ({spec.network}): {spec.licence}; do not use it commercially.{crop}"

@@ -7,6 +7,7 @@ the nose base) onto the positions where the network expects them (:attr:`OnnxPre
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from nirvis.faces.types import Face
 from nirvis.features.base import Embedder, l2_normalize, register_embedder
 
 __all__ = [
+    "ARCFACE_112_TEMPLATE",
     "ARCFACE_DLIB5_TEMPLATE",
     "OnnxEmbedder",
     "OnnxPreprocess",
@@ -32,6 +34,8 @@ __all__ = [
     "preprocess_faces",
     "session_threads",
 ]
+
+log = logging.getLogger(__name__)
 
 Point = tuple[float, float]
 
@@ -46,6 +50,12 @@ Point = tuple[float, float]
 #: dlib's 5 points were averaged in that frame. Re-aligning from dlib's 5 points with this template puts
 #: ArcFace's 5 points 3.9 px from their reference on average, against 6.3 px with ArcFace's raw values.
 ARCFACE_DLIB5_TEMPLATE: tuple[Point, Point, Point] = ((38.2, 53.2), (73.7, 53.0), (55.8, 80.8))
+
+#: ArcFace's standard 112x112 five-point template (insightface ``norm_crop``), pixels ``(x, y)``: the eye
+#: centre on the image's left, the eye centre on the image's right, the nose tip, the mouth corner on the
+#: image's left, the mouth corner on the image's right.
+ARCFACE_112_TEMPLATE: tuple[Point, Point, Point, Point, Point] = (
+    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,14 @@ class OnnxPreprocess:
         and the nose base (dlib's nose point, which sits below the nose tip that 5-point detectors such as
         RetinaFace mark). The default is :data:`ARCFACE_DLIB5_TEMPLATE`, for a 112x112 input; set it
         together with :attr:`input_size` for any other network.
+    keypoints
+        ``"dlib5"`` (default): the crop maps :func:`dlib5_keypoints` onto :attr:`template`. ``"arcface5"``: it
+        maps ArcFace's five keypoints (``face.meta["keypoints5"]``, from faces aligned with
+        ``AlignConfig(landmark_model="shape68")``) onto :attr:`template5`, the network's own alignment. A face
+        without them (e.g. enrolled as already aligned) falls back to ``"dlib5"``, with a warning.
+    template5
+        Five points ``(x, y)`` in input pixels, in ArcFace's order (eye, eye, nose tip, mouth corner, mouth
+        corner; image-left first): the target of the ``"arcface5"`` crop. Default :data:`ARCFACE_112_TEMPLATE`.
     """
 
     input_size: tuple[int, int] = (112, 112)
@@ -80,6 +98,8 @@ class OnnxPreprocess:
     color_order: Literal["RGB", "BGR"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     template: tuple[Point, Point, Point] = ARCFACE_DLIB5_TEMPLATE
+    keypoints: Literal["dlib5", "arcface5"] = "dlib5"
+    template5: tuple[Point, Point, Point, Point, Point] = ARCFACE_112_TEMPLATE
 
     def __post_init__(self) -> None:
         # Validate, and store plain tuples of Python numbers so that the config is hashable and JSON-ready.
@@ -112,6 +132,16 @@ class OnnxPreprocess:
             raise ValueError(f"OnnxPreprocess.template {self.template!r}: the first point (image-left eye) "
                              "must have a smaller x than the second (image-right eye)")
         object.__setattr__(self, "template", tuple((float(x), float(y)) for x, y in points))
+        if self.keypoints not in ("dlib5", "arcface5"):
+            raise ValueError(f"OnnxPreprocess.keypoints must be 'dlib5' or 'arcface5', got {self.keypoints!r}")
+        points5 = np.asarray(self.template5, dtype=np.float64)
+        if points5.shape != (5, 2) or not np.isfinite(points5).all():
+            raise ValueError("OnnxPreprocess.template5 must be 5 points (x, y) in ArcFace's order; "
+                             f"got {self.template5!r}")
+        if (points5 < 0).any() or (points5[:, 0] >= width).any() or (points5[:, 1] >= height).any():
+            raise ValueError(f"OnnxPreprocess.template5 {self.template5!r} has points outside the "
+                             f"{width}x{height} input; give the template in input pixels")
+        object.__setattr__(self, "template5", tuple((float(x), float(y)) for x, y in points5))
 
 
 def dlib5_keypoints(landmarks: np.ndarray) -> np.ndarray:
@@ -147,15 +177,33 @@ def crop_faces(faces: Sequence[Face], preprocess: OnnxPreprocess) -> list[np.nda
 
     width, height = preprocess.input_size
     template = np.asarray(preprocess.template, dtype=np.float64)
+    template5 = np.asarray(preprocess.template5, dtype=np.float64)
     out = []
     for i, face in enumerate(faces):
         try:
-            matrix = similarity_transform(dlib5_keypoints(face.landmarks), template)
+            if preprocess.keypoints == "arcface5" and "keypoints5" in face.meta:
+                matrix = similarity_transform(np.asarray(face.meta["keypoints5"], np.float64), template5)
+            else:
+                if preprocess.keypoints == "arcface5":
+                    _warn_no_keypoints(face)
+                matrix = similarity_transform(dlib5_keypoints(face.landmarks), template)
         except ValueError as exc:
             raise ValueError(f"face {i} (source {face.source!r}): {exc}") from exc
         out.append(cv2.warpAffine(np.ascontiguousarray(face.rgb()), matrix, (width, height),
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
     return out
+
+
+_WARNED_NO_KEYPOINTS = False
+
+
+def _warn_no_keypoints(face: Face) -> None:
+    global _WARNED_NO_KEYPOINTS
+    if not _WARNED_NO_KEYPOINTS:
+        _WARNED_NO_KEYPOINTS = True
+        log.warning("%s: this face has no ArcFace keypoints (it was not aligned with landmark_model='shape68'); it "
+                    "is cut from dlib's 5 points instead, a slightly different crop (warned once)",
+                    face.source or "a face")
 
 
 def preprocess_faces(faces: Sequence[Face], preprocess: OnnxPreprocess) -> np.ndarray:
@@ -350,9 +398,15 @@ class OnnxEmbedder(Embedder):
             "model_sha256": self._sha256,
             "input": self._input_name,
             "output": self._output_name,
-            "preprocess": asdict(self.preprocess),
+            "preprocess": _preprocess_record(self.preprocess),
             **({"flip": True} if self.flip else {}),  # without it, the fingerprint of earlier features stands
         }
+
+    @property
+    def landmark_model(self) -> str:  # type: ignore[override]
+        """``"shape68"`` when the crop is cut from ArcFace's keypoints (``preprocess.keypoints == "arcface5"``),
+        else ``"shape5"``."""
+        return "shape68" if self.preprocess.keypoints == "arcface5" else "shape5"
 
     def crops(self, faces: Sequence[Face]) -> list[np.ndarray]:
         """The faces warped to the network's template (:func:`crop_faces`): what it sees."""
@@ -403,6 +457,15 @@ class OnnxEmbedder(Embedder):
             raise ValueError(f"ONNX model {self.model_path}: input shape {shape} does not match the preprocessing "
                              f"({layout}, input_size {width}x{height}, expecting {want_text}); "
                              "set OnnxPreprocess.layout and input_size to the model's")
+
+
+def _preprocess_record(preprocess: OnnxPreprocess) -> dict[str, Any]:
+    """The preprocessing as it enters the fingerprint; the ``dlib5`` default leaves out the keypoint fields, so
+    that the fingerprint of features made before they existed stands."""
+    record = asdict(preprocess)
+    if record["keypoints"] == "dlib5":
+        del record["keypoints"], record["template5"]
+    return record
 
 
 def session_threads() -> int:

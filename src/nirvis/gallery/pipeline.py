@@ -105,7 +105,7 @@ def build_record(folder: Path, embedder: str, embedding: str | os.PathLike | Non
         Naming the model that is missing, unreadable, or made for another embedder.
     """
     from nirvis.errors import ModelMismatchError
-    from nirvis.faces.align import FaceAligner
+    from nirvis.faces.align import AlignConfig, FaceAligner
 
     models = folder / MODELS
     spec = str(embedder)
@@ -122,7 +122,7 @@ def build_record(folder: Path, embedder: str, embedding: str | os.PathLike | Non
         emb = resolve_embedder(spec, models_dir, data_root)
     rec["embedder_name"] = emb.name
     rec["embedder_fingerprint"] = emb.fingerprint
-    rec["align"] = FaceAligner().fingerprint
+    rec["align"] = FaceAligner(AlignConfig(landmark_model=emb.landmark_model)).fingerprint
     dim = int(emb.dim)
     rec["embedding"] = None
     if embedding is not None:

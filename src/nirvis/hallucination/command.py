@@ -183,7 +183,8 @@ def hallucinate(
 
     def load_with_face(path: Path, modality: str, ch: str | None):
         """``(Face or None when --aligned, aligned image, valid mask)``; raises ImageError / NoFaceError."""
-        got = load_face_with_landmarks(ImageRef(str(path), str(path), ch), modality, aligned=aligned, size=224)
+        got = load_face_with_landmarks(ImageRef(str(path), str(path), ch), modality, aligned=aligned, size=224,
+                                       landmark_model=emb.landmark_model if emb is not None else "shape5")
         if got is None:
             raise NoFaceError(f"{path}: no face found")
         return got

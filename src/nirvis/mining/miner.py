@@ -27,7 +27,7 @@ import numpy as np
 
 from nirvis._io import NPZ_READ_ERRORS, atomic_save_npz, atomic_write, atomic_write_json, read_image, read_json
 from nirvis.errors import ImageError, NoFaceError
-from nirvis.faces.align import IMAGE_ERRORS, FaceAligner, valid_mask
+from nirvis.faces.align import IMAGE_ERRORS, AlignConfig, FaceAligner, valid_mask
 from nirvis.faces.types import Face
 from nirvis.faces.normalize import match_mean_std, reference_stats
 from nirvis.mining.config import MiningConfig
@@ -107,12 +107,12 @@ def jobs_from_samples(samples: Iterable, people: Iterable[str] | None = None) ->
                       tuple(v for _, v in sorted(by[p]["vis"].items()))) for p in sorted(by)]
 
 
-@functools.lru_cache(maxsize=1)
-def _aligner() -> FaceAligner:
-    return FaceAligner()
+@functools.lru_cache(maxsize=2)
+def _aligner(landmark_model: str = "shape5") -> FaceAligner:
+    return FaceAligner(AlignConfig(landmark_model=landmark_model))
 
 
-def _load(ref: ImageRef, modality: str, *, aligned: bool, size: int
+def _load(ref: ImageRef, modality: str, *, aligned: bool, size: int, landmark_model: str = "shape5"
           ) -> tuple[np.ndarray | None, Face | None, np.ndarray, np.ndarray] | None:
     """Read and align one image: ``(source, face, aligned, valid)``, ``None`` when no face is found (see
     :func:`load_face`). With ``aligned=True`` there is no source frame nor alignment (``None``)."""
@@ -126,7 +126,7 @@ def _load(ref: ImageRef, modality: str, *, aligned: bool, size: int
                              f"got {img.shape[1]}x{img.shape[0]}")
         return None, None, img, np.ones((size, size), bool)
     try:
-        face = _aligner().align(img, source=ref.path)
+        face = _aligner(landmark_model).align(img, source=ref.path)
     except NoFaceError:
         return None
     return img, face, face.image, valid_mask(face.matrix, img.shape[:2], size)
@@ -146,11 +146,12 @@ def load_face(ref: ImageRef, modality: str, *, aligned: bool, size: int) -> tupl
     return None if loaded is None else loaded[2:]
 
 
-def load_face_with_landmarks(ref: ImageRef, modality: str, *, aligned: bool, size: int
-                             ) -> tuple[Face | None, np.ndarray, np.ndarray] | None:
+def load_face_with_landmarks(ref: ImageRef, modality: str, *, aligned: bool, size: int,
+                             landmark_model: str = "shape5") -> tuple[Face | None, np.ndarray, np.ndarray] | None:
     """:func:`load_face`, with the aligned :class:`~nirvis.faces.types.Face` first (its landmarks place a
-    network's own crop); ``None`` in its place for an input that was already aligned (``aligned=True``)."""
-    loaded = _load(ref, modality, aligned=aligned, size=size)
+    network's own crop: align with that network's ``landmark_model``); ``None`` in its place for an input that
+    was already aligned (``aligned=True``)."""
+    loaded = _load(ref, modality, aligned=aligned, size=size, landmark_model=landmark_model)
     return None if loaded is None else loaded[1:]
 
 
