@@ -151,3 +151,9 @@ def test_command_trains_a_model_on_real_faces(rap3df_root, tmp_path) -> None:
     assert sorted(model.meta["train_people"]) == people[:5] and not set(model.meta["train_people"]) & set(people[5:])
     assert model.meta["training"]["kind"] == "identity" and model.reference["region"] == "face"
     assert model.reference["normalize"] is False  # the default: the NIR faces as they are
+    # --train-set keeps one RAP3DF capture set's people; a folder dataset has no sets, and says so
+    res = CliRunner().invoke(app, ["train-hallucination-id", "--dataset", "folder", "--data", str(tmp_path / "test"),
+                                   "--train-data", str(tmp_path / "train"), "--split", "all", "-o",
+                                   str(tmp_path / "m2"), "--train-set", "2019", "--max-minutes", "0.05"])
+    assert res.exit_code != 0 and "--train-set 2019: 0 training people" in res.output
+    assert not (tmp_path / "m2").exists()

@@ -32,6 +32,7 @@ def train_hallucination_id(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
     val_set: Annotated[Optional[str], typer.Option("--val-set", help="RAP3DF: draw the validation people from this capture set (default 2019, the set test people come from; 'any' for every training person).")] = None,
     val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the candidates held out to choose the step.")] = 1 / 6,
+    train_set: Annotated[Optional[str], typer.Option("--train-set", help="RAP3DF: train on the training people of this capture set only (e.g. 2019, the test people's NIR camera); default every training person.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise the NIR faces' mean and std to the training median first (the paper's mining step); off by default, so step 0 is the NIR face as it is.")] = False,
 ) -> None:
     """Train the Y/Cb/Cr networks for recognition (beyond the paper): an identity loss through dlib's frozen
@@ -63,6 +64,12 @@ def train_hallucination_id(
         _fail(str(exc))
     if set(people) & set(forbidden):
         _fail(f"--split {split}: its training people include test people {sorted(set(people) & set(forbidden))[:3]}")
+    if train_set is not None:
+        train = [s for s in train if s.meta.get("set") == train_set]
+        people = sorted({s.person for s in train})
+        if len(people) < 4:
+            _fail(f"--train-set {train_set}: {len(people)} training people of {split_name} in that capture set "
+                  "(RAP3DF's sets are 2017 and 2019)")
     chosen_set = val_set or ("2019" if dataset == "rap3df" else "any")
     candidates = None
     if chosen_set != "any":
@@ -78,7 +85,7 @@ def train_hallucination_id(
         record = train_identity_hallucination(
             batch, centroids, reference, output, cfg,
             meta={"train_people": sorted(people), "dataset": dataset, "protocol": name, "split": split_name,
-                  "val_set": chosen_set},
+                  "val_set": chosen_set, "train_set": train_set or "any"},
             progress=lambda m: typer.echo(m, err=True), val_candidates=candidates)
     except (NirvisError, ValueError, OSError) as exc:
         _fail(str(exc), code=1)
