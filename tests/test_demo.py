@@ -521,6 +521,7 @@ def test_quick_demo_runs_every_stage_then_finds_them_all_in_the_cache(rap3df_roo
         assert "error" not in r and r["n_splits"] == 1 and r["n_probes"] > 100
         assert 0.3 < r["rank1_mean"] <= 1 and len(r["splits"][0]["cmc"]) == 20 and r["splits"][0]["roc"]
     assert data["demo"]["mode"] == "quick" and not any(s["cached"] for s in data["demo"]["stages"])
+    assert data["demo"]["landmark_model"] == "shape5"  # dlib: the report aligns its faces as the demo did
     assert data["demo"]["sentence"].startswith("On this data, ") and data["demo"]["sentence"] in text
     assert "one hallucination model serves every split" in text
     assert data["versions"]["nirvis"] and data["protocol"].startswith("rap3df-quick")

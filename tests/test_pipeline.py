@@ -325,3 +325,13 @@ def test_arcface_keypoints_survive_the_alignment_cache(mixed_samples, tmp_path):
     kp = fs.features[0].reshape(5, 2)
     assert abs(kp[0, 1] - 92) < 8 and abs(kp[1, 1] - 92) < 8 and kp[0, 0] < kp[1, 0]
     assert kp[3, 1] > kp[2, 1] and kp[4, 1] > kp[2, 1]
+
+
+def test_an_embedder_that_does_not_say_its_landmark_model_is_aligned_by_dlibs_5_points():
+    class Duck:  # not an Embedder subclass: only what the Recognizer calls
+        fingerprint, dim = "duck", 2
+
+        def embed(self, faces):
+            return np.ones((len(faces), 2), np.float32) / np.sqrt(2)
+
+    assert Recognizer(Duck()).aligner.config.landmark_model == "shape5"

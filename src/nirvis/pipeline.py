@@ -132,7 +132,7 @@ class Recognizer:
     def __init__(self, embedder: Embedder | str = "dlib", align: AlignConfig | None = None,
                  cache: FeatureCache | None = None, nir_transform: FaceTransform | None = None) -> None:
         self.embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
-        wanted = self.embedder.landmark_model
+        wanted = getattr(self.embedder, "landmark_model", "shape5")  # an embedder of the user's may not say
         if align is None:
             align = AlignConfig(landmark_model=wanted)
         elif align.landmark_model != wanted:

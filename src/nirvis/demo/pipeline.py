@@ -520,6 +520,7 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
         "hallucination_model": str(models[0][2].path / "model") if models else None,
         # where the report (nirvis report) finds the stages' files and the aligned faces
         "data_root": str(Path(data_root).resolve()), "stage_cache": str(stage_cache.root.resolve()),
+        "landmark_model": recognizer.aligner.config.landmark_model,  # the report aligns its faces the same way
         "feature_cache": (str(Path(recognizer.cache.root).resolve())
                           if getattr(recognizer.cache, "root", None) is not None else None),
         "stages": [{"stage": r.stage, "key": r.key, "path": str(r.path), "cached": r.cached,

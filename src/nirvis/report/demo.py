@@ -150,6 +150,9 @@ class _NoEmbedder:
     fingerprint = "report-no-embedder"
     dim = 0
 
+    def __init__(self, landmark_model: str = "shape5") -> None:
+        self.landmark_model = landmark_model  # the demo's alignment, so that its cached faces are found
+
     def embed(self, faces):  # pragma: no cover - never called
         raise RuntimeError("the report does not embed faces")
 
@@ -173,7 +176,8 @@ def fig5_faces(demo: dict[str, Any], n: int = FIG5_PEOPLE) -> tuple[list[tuple[s
     split = splits[chosen[0] if chosen else 0]
     by_id = {s.capture_id: s for s in every}
     cache = demo.get("feature_cache")
-    rec = Recognizer(_NoEmbedder(), cache=FeatureCache(cache) if isinstance(cache, str) else None)
+    rec = Recognizer(_NoEmbedder(str(demo.get("landmark_model") or "shape5")),
+                     cache=FeatureCache(cache) if isinstance(cache, str) else None)
     got, problems = [], []
     for person in sorted(split.test_people):
         if len(got) >= n:
