@@ -121,27 +121,26 @@ class OnnxPreprocess:
             raise ValueError(f"OnnxPreprocess.color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"OnnxPreprocess.layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
-        points = np.asarray(self.template, dtype=np.float64)
-        if points.shape != (3, 2) or not np.isfinite(points).all():
-            raise ValueError("OnnxPreprocess.template must be 3 points (x, y): image-left eye, image-right eye, "
-                             f"nose base; got {self.template!r}")
-        if (points < 0).any() or (points[:, 0] >= width).any() or (points[:, 1] >= height).any():
-            raise ValueError(f"OnnxPreprocess.template {self.template!r} has points outside the "
-                             f"{width}x{height} input; give the template in input pixels")
-        if points[0, 0] >= points[1, 0]:
-            raise ValueError(f"OnnxPreprocess.template {self.template!r}: the first point (image-left eye) "
-                             "must have a smaller x than the second (image-right eye)")
-        object.__setattr__(self, "template", tuple((float(x), float(y)) for x, y in points))
+        self._set_points("template", "3 points (x, y): image-left eye, image-right eye, nose base", 3)
         if self.keypoints not in ("dlib5", "arcface5"):
             raise ValueError(f"OnnxPreprocess.keypoints must be 'dlib5' or 'arcface5', got {self.keypoints!r}")
-        points5 = np.asarray(self.template5, dtype=np.float64)
-        if points5.shape != (5, 2) or not np.isfinite(points5).all():
-            raise ValueError("OnnxPreprocess.template5 must be 5 points (x, y) in ArcFace's order; "
-                             f"got {self.template5!r}")
-        if (points5 < 0).any() or (points5[:, 0] >= width).any() or (points5[:, 1] >= height).any():
-            raise ValueError(f"OnnxPreprocess.template5 {self.template5!r} has points outside the "
+        self._set_points("template5", "5 points (x, y) in ArcFace's order", 5)
+
+    def _set_points(self, field_name: str, what: str, n: int) -> None:
+        """Check a template (``n`` finite points inside the input, the image-left eye first) and store it as
+        plain tuples."""
+        width, height = self.input_size
+        value = getattr(self, field_name)
+        points = np.asarray(value, dtype=np.float64)
+        if points.shape != (n, 2) or not np.isfinite(points).all():
+            raise ValueError(f"OnnxPreprocess.{field_name} must be {what}; got {value!r}")
+        if (points < 0).any() or (points[:, 0] >= width).any() or (points[:, 1] >= height).any():
+            raise ValueError(f"OnnxPreprocess.{field_name} {value!r} has points outside the "
                              f"{width}x{height} input; give the template in input pixels")
-        object.__setattr__(self, "template5", tuple((float(x), float(y)) for x, y in points5))
+        if points[0, 0] >= points[1, 0]:
+            raise ValueError(f"OnnxPreprocess.{field_name} {value!r}: the first point (image-left eye) "
+                             "must have a smaller x than the second (image-right eye)")
+        object.__setattr__(self, field_name, tuple((float(x), float(y)) for x, y in points))
 
 
 def dlib5_keypoints(landmarks: np.ndarray) -> np.ndarray:
