@@ -41,7 +41,11 @@ def main() -> None:
     args = ap.parse_args()
     root = find_data_root(args.data)
     sets = load_rap3df(root)
-    samples = [s for v in sets.values() for s in v][:: max(1, sum(map(len, sets.values())) // args.n)][: args.n]
+    every = [s for v in sets.values() for s in v]
+    samples = []
+    for modality in ("nir", "vis"):  # half of each, evenly spaced over both capture sets
+        of = [s for s in every if s.modality == modality]
+        samples += of[:: max(1, len(of) // (args.n // 2))][: args.n // 2]
     print(f"machine: {platform.processor() or platform.machine()}, {len(samples)} images "
           f"({sum(s.modality == 'nir' for s in samples)} NIR)", flush=True)
     from nirvis.faces.align import FaceAligner
