@@ -179,7 +179,7 @@ def fakes(monkeypatch):
         return {"steps": config.max_steps, "epochs_completed": 1, "train_people": len(people) - 1,
                 "val_people": 1, "val": {"y": 0.1}, "resumed": resumed}
 
-    def hallucinate(rec, model, nir, blend, own, progress):
+    def hallucinate(rec, model, nir, blend, own, progress, workers=1):
         calls["hallucinate"] += 1
         progress(len(nir))
         return features(nir, shift=blend.alpha)
@@ -238,9 +238,9 @@ def test_a_second_run_redoes_nothing_and_a_changed_setting_redoes_its_stage_and_
     assert _cached(blend)["train"] and not _cached(blend)["hallucinate"]
     assert fakes.calls["train"] == 3 and fakes.calls["hallucinate"] == 4
 
-    # an image changes (here: its modification time): features, and what depends on them, not mining
+    # an image changes (its content): features, and what depends on them, not mining
     img = root / "rap3df" / "rap3df_data_02" / "P00" / "rgb_A.bmp"
-    img.write_bytes(b"BM")
+    img.write_bytes(img.read_bytes() + b"edited")
     before = fakes.counts()
     touched = _demo(root, cache, cfg)
     assert _cached(touched) == {"features": False, "mine": True, "train": True, "hallucinate": False,

@@ -520,7 +520,8 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
         "hallucination_model": str(models[0][2].path / "model") if models else None,
         # where the report (nirvis report) finds the stages' files and the aligned faces
         "data_root": str(Path(data_root).resolve()), "stage_cache": str(stage_cache.root.resolve()),
-        "landmark_model": recognizer.aligner.config.landmark_model,  # the report aligns its faces the same way
+        # the report aligns its faces the same way
+        "landmark_model": getattr(getattr(recognizer.aligner, "config", None), "landmark_model", "shape5"),
         "feature_cache": (str(Path(recognizer.cache.root).resolve())
                           if getattr(recognizer.cache, "root", None) is not None else None),
         "stages": [{"stage": r.stage, "key": r.key, "path": str(r.path), "cached": r.cached,
@@ -674,18 +675,19 @@ def _train_stage(run: _Run, store_stage: StageResult, splits_all: Sequence[Split
 
 # ----------------------------------------------------------------------------------------------- 4. hallucinate
 
-def _hallucinate(rec: Recognizer, model, nir: list[Sample], blend, own: Path, progress: Callable[[int], None]
-                 ) -> FeatureSet:
+def _hallucinate(rec: Recognizer, model, nir: list[Sample], blend, own: Path, progress: Callable[[int], None],
+                 workers: int = 1) -> FeatureSet:
     """Features of the hallucinated ``nir`` faces; each face's feature is kept in ``own`` as it is computed (a
-    killed run goes on from there), alignments come from ``rec``'s cache. In this process: the CNNs use torch's
-    threads, and the faces are too few to pay for starting workers."""
+    killed run goes on from there), alignments come from ``rec``'s cache. With ``workers`` processes, each
+    hallucinating and embedding its chunks with one thread: dlib's network, not the small CNNs, is most of the
+    time, and it runs on one core."""
     from nirvis.features.cache import FeatureCache
     from nirvis.hallucination.infer import HallucinatedFaces, Hallucinator
 
     hal = HallucinatedFaces(Hallucinator(model, blend, "fft"))
     hrec = Recognizer(rec.embedder, align=rec.aligner.config, cache=_LayeredCache(rec.cache, FeatureCache(own)),
                       nir_transform=hal)
-    return hrec.featurize(nir, progress=progress)
+    return hrec.featurize(nir, workers=workers, progress=progress)
 
 
 def _hallucinate_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model_stage: StageResult,
@@ -712,7 +714,7 @@ def _hallucinate_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model
     if isinstance(got, PendingStage):
         advance = run.counter()
         hfs = _hallucinate(rec, model, nir, BlendConfig(alpha=c.alpha, reading=c.reading), got.work / "faces",
-                           advance)
+                           advance, run.workers)
         _save_features(got.work / "features.npz", hfs)
         shutil.rmtree(got.work / "faces", ignore_errors=True)
         got = run.cache.commit(got, {"faces": len(nir), "not_aligned": len(hfs.failures)})
@@ -1021,7 +1023,7 @@ def _sweep_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model_stage
                 continue
             own = got.work / "faces" / f"{reading}-{alpha:g}"
             feats[(reading, alpha)] = fs.updated(_hallucinate(rec, model, probes, BlendConfig(alpha=alpha, reading=reading),
-                                                              own, advance))
+                                                              own, advance, run.workers))
         table: dict[str, dict[str, list]] = {}
         for reading in READINGS:
             cell = table.setdefault(reading, {"rank1": [], "rank1_std": [], "vr_far_1e-2": [], "per_split_rank1": []})
