@@ -25,7 +25,7 @@ DataOpt = Annotated[Optional[Path], typer.Option("--data", help="Data folder (el
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes for align+embed.")]
 CacheOpt = Annotated[Optional[Path], typer.Option("--cache-dir", help="Feature cache (default $NIRVIS_CACHE or ~/.cache/nirvis).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
-EmbedderOpt = Annotated[str, typer.Option("--embedder", help="Face network: dlib (default, CC0), edgeface-xs, edgeface-xxs (research use only; see 'nirvis models list') or onnx:PATH (any ArcFace-style ONNX model).")]
+EmbedderOpt = Annotated[str, typer.Option("--embedder", help="Face network: dlib (default, CC0; dlib-noflip: without its flip pass, twice as fast), edgeface-xs, edgeface-xxs (research use only; see 'nirvis models list') or onnx:PATH (any ArcFace-style ONNX model).")]
 ModelsDirOpt = Annotated[Optional[Path], typer.Option("--models-dir", help="Folder of model files, looked in first (then $NIRVIS_MODELS, ~/.cache/nirvis/models, ../shared/models, models/ beside the data).")]
 
 

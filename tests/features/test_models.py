@@ -212,10 +212,14 @@ def test_embedder_specs(isolated, tmp_path):
     from .test_onnx import make_model
 
     assert isinstance(embedder_from_spec("dlib"), DlibResNetEmbedder)
+    noflip = embedder_from_spec("dlib-noflip")
+    assert isinstance(noflip, DlibResNetEmbedder) and not noflip.flip and embedder_from_spec("dlib").flip
+    assert noflip.fingerprint != embedder_from_spec("dlib").fingerprint  # another network for caches and models
     path, _, _ = make_model(tmp_path / "tiny.onnx")
     emb = embedder_from_spec(f"onnx:{path}")
     assert isinstance(emb, OnnxEmbedder) and emb.name == "onnx-tiny" and licence_notice(emb) is None
-    with pytest.raises(ValueError, match="unknown embedder 'arcface'; use one of: dlib, edgeface-xs, edgeface-xxs, "
+    with pytest.raises(ValueError, match="unknown embedder 'arcface'; use one of: dlib, dlib-noflip, edgeface-xs, "
+                                         "edgeface-xxs, "
                                          "onnx:PATH"):
         embedder_from_spec("arcface")
     with pytest.raises(ValueError, match="onnx:PATH"):

@@ -70,7 +70,8 @@ def register_embedder(name: str) -> Callable[[Callable[..., Embedder]], Callable
 
 
 #: Built-in embedders, imported only when asked for by name (keeps ``import nirvis`` light).
-_BUILTINS: dict[str, str] = {"dlib": "nirvis.features.dlib_resnet", "onnx": "nirvis.features.onnx",
+_BUILTINS: dict[str, str] = {"dlib": "nirvis.features.dlib_resnet", "dlib-noflip": "nirvis.features.dlib_resnet",
+                             "onnx": "nirvis.features.onnx",
                              # known ONNX networks (nirvis.features.models.KNOWN_MODELS), files found by name
                              "edgeface-xs": "nirvis.features.models", "edgeface-xxs": "nirvis.features.models"}
 

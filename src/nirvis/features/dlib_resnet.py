@@ -95,3 +95,12 @@ class DlibResNetEmbedder(Embedder):
                 desc = net.compute_face_descriptor(batch, self.num_jitters)
                 out[i : i + len(batch)] += np.asarray([np.asarray(d) for d in desc])
         return l2_normalize(out)
+
+
+@register_embedder("dlib-noflip")
+def dlib_without_flip(**kwargs: Any) -> DlibResNetEmbedder:
+    """dlib's ResNet without its flip pass (``--embedder dlib-noflip``): one network pass per face instead of two,
+    about twice as fast to embed; its features are another network's for the cache and for saved models. Rank-1
+    and speed of both are in docs/BENCHMARKS.md (issue 12)."""
+    return DlibResNetEmbedder(**{"flip": False, **kwargs})
+

@@ -466,7 +466,8 @@ def embedder_from_spec(spec: str, models_dir: str | os.PathLike[str] | None = No
     Parameters
     ----------
     spec
-        ``dlib`` (the default network), a name of :data:`KNOWN_MODELS` (e.g. ``edgeface-xs``), or
+        ``dlib`` (the default network), ``dlib-noflip`` (the same without its flip pass: one network pass per
+        face), a name of :data:`KNOWN_MODELS` (e.g. ``edgeface-xs``), or
         ``onnx:PATH`` for any ONNX face network with ArcFace's conventions (112x112 RGB,
         ``(x - 127.5) / 127.5``). A file given as ``onnx:PATH`` whose SHA-256 is that of a known model is
         that model (same name, preprocessing and licence notice).
@@ -500,7 +501,7 @@ def embedder_from_spec(spec: str, models_dir: str | os.PathLike[str] | None = No
         raise ValueError("--embedder onnx needs the model file: onnx:PATH")
     if spec in available_embedders():
         return get_embedder(spec)
-    choices = ["dlib", *sorted(KNOWN_MODELS), "onnx:PATH"]
+    choices = ["dlib", "dlib-noflip", *sorted(KNOWN_MODELS), "onnx:PATH"]
     raise ValueError(f"unknown embedder {spec!r}; use one of: {', '.join(choices)}")
 
 
