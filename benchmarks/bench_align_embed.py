@@ -7,7 +7,8 @@ Usage: python benchmarks/bench_align_embed.py [--data DIR] [--n 120] [--workers 
 No cache is used, so every image is read, detected, aligned and embedded, for each network in turn (the same
 images). ``dlib-noflip`` is dlib's ResNet without its flip pass (one network pass per face instead of two). A
 network whose model file is not installed is skipped, with the reason. Then the split of the time between the
-two stages, in one process: align (read, detect, landmarks, warp) and embed (the network alone).
+two stages, in one process: align (read, detect, landmarks, warp; with dlib's 5-point and 68-point landmark
+models, the latter for EdgeFace's crop) and embed (the network alone).
 """
 
 from __future__ import annotations
@@ -20,16 +21,8 @@ import time
 from nirvis.data import find_data_root
 from nirvis.datasets.rap3df import load_rap3df
 from nirvis.errors import NirvisError
+from nirvis.features.models import embedder_from_spec
 from nirvis.pipeline import Recognizer
-
-
-def _embedder(name: str, data_root):
-    from nirvis.features.dlib_resnet import DlibResNetEmbedder
-    from nirvis.features.models import embedder_from_spec
-
-    if name == "dlib-noflip":
-        return DlibResNetEmbedder(flip=False)
-    return embedder_from_spec(name, data_root=data_root)
 
 
 def main() -> None:
@@ -48,28 +41,33 @@ def main() -> None:
         samples += of[:: max(1, len(of) // (args.n // 2))][: args.n // 2]
     print(f"machine: {platform.processor() or platform.machine()}, {len(samples)} images "
           f"({sum(s.modality == 'nir' for s in samples)} NIR)", flush=True)
-    from nirvis.faces.align import FaceAligner
+    from nirvis.faces.align import AlignConfig, FaceAligner
 
-    al = FaceAligner()
-    al.align(samples[0].read())  # load the detectors once, outside the timing
-    t = time.perf_counter()
-    faces = []
-    for s in samples:
-        try:
-            faces.append(al.align(s.read()))
-        except NirvisError:
-            pass
-    t_align = time.perf_counter() - t
-    print(f"align alone (1 process): {1000 * t_align / len(samples):.1f} ms/image, {len(faces)} aligned", flush=True)
+    faces_of: dict[str, list] = {}  # aligned faces per landmark model (EdgeFace's crop needs the 68 points)
+    for landmark_model in ("shape5", "shape68"):
+        al = FaceAligner(AlignConfig(landmark_model=landmark_model))
+        al.align(samples[0].read())  # load the detectors once, outside the timing
+        t = time.perf_counter()
+        faces = []
+        for s in samples:
+            try:
+                faces.append(al.align(s.read()))
+            except NirvisError:
+                pass
+        t_align = time.perf_counter() - t
+        faces_of[landmark_model] = faces
+        print(f"align alone with {landmark_model} (1 process): {1000 * t_align / len(samples):.1f} ms/image, "
+              f"{len(faces)} aligned", flush=True)
     for name in args.embedders:
         try:
-            emb = _embedder(name, root)
+            emb = embedder_from_spec(name, data_root=root)
             emb.fingerprint  # noqa: B018 - loads an ONNX model now
         except (NirvisError, ValueError, OSError) as exc:
             print(f"{name}: skipped ({exc})", flush=True)
             continue
         rec = Recognizer(emb, cache=None)
         rec.featurize(samples[:2])  # load the network once, outside the timing
+        faces = faces_of[rec.aligner.config.landmark_model]
         t = time.perf_counter()
         emb.embed(faces)
         t_embed = time.perf_counter() - t
