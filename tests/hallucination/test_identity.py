@@ -157,3 +157,29 @@ def test_command_trains_a_model_on_real_faces(rap3df_root, tmp_path) -> None:
                                    str(tmp_path / "m2"), "--train-set", "2019", "--max-minutes", "0.05"])
     assert res.exit_code != 0 and "--train-set 2019: 0 training people" in res.output
     assert not (tmp_path / "m2").exists()
+
+
+@pytest.mark.data
+def test_command_trains_on_the_test_peoples_capture_set_by_default(rap3df_root, monkeypatch) -> None:
+    """On RAP3DF, H(id) trains on the split's training people of 2019 (the test people's NIR camera) unless told
+    otherwise; the faces it would train on are caught before any training."""
+    from typer.testing import CliRunner
+
+    from nirvis.cli import app
+    from nirvis.errors import NirvisError
+    from nirvis.hallucination import identity
+
+    seen = []
+
+    def caught(rec, train, normalize=False):
+        seen.append(train)
+        raise NirvisError("stop here")
+
+    monkeypatch.setattr(identity, "training_data", caught)
+    for extra in ([], ["--train-set", "any"]):
+        res = CliRunner().invoke(app, ["train-hallucination-id", "--data", str(rap3df_root.parent), "-o", "/nonexistent/m",
+                                       *extra])
+        assert res.exit_code == 1 and "stop here" in res.output
+    default, every = seen
+    assert {s.meta["set"] for s in default} == {"2019"} and len({s.person for s in default}) == 24
+    assert {s.meta["set"] for s in every} == {"2017", "2019"} and len({s.person for s in every}) > 24

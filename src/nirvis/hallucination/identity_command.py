@@ -13,7 +13,11 @@ import typer
 
 from nirvis.hallucination.train_command import PresetName, _fail, resolve_test_people
 
-__all__ = ["train_hallucination_id"]
+__all__ = ["train_hallucination_id", "MIN_TRAIN_SET_PEOPLE"]
+
+#: Fewest training people of the test people's capture set (RAP3DF: 2019) for the default ``--train-set`` to
+#: train on them only.
+MIN_TRAIN_SET_PEOPLE = 8
 
 
 def train_hallucination_id(
@@ -32,7 +36,7 @@ def train_hallucination_id(
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
     val_set: Annotated[Optional[str], typer.Option("--val-set", help="RAP3DF: draw the validation people from this capture set (default 2019, the set test people come from; 'any' for every training person).")] = None,
     val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the candidates held out to choose the step.")] = 1 / 6,
-    train_set: Annotated[Optional[str], typer.Option("--train-set", help="RAP3DF: train on the training people of this capture set only (e.g. 2019, the test people's NIR camera); default every training person.")] = None,
+    train_set: Annotated[Optional[str], typer.Option("--train-set", help="RAP3DF: train on the training people of this capture set only: default 2019, the test people's NIR camera, when at least 8 training people come from it (else every training person); 'any' for every training person.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise the NIR faces' mean and std to the training median first (the paper's mining step); off by default, so step 0 is the NIR face as it is.")] = False,
 ) -> None:
     """Train the Y/Cb/Cr networks for recognition (beyond the paper): an identity loss through dlib's frozen
@@ -64,7 +68,15 @@ def train_hallucination_id(
         _fail(str(exc))
     if set(people) & set(forbidden):
         _fail(f"--split {split}: its training people include test people {sorted(set(people) & set(forbidden))[:3]}")
-    if train_set is not None:
+    if train_set is None and dataset == "rap3df":
+        # A model trained mostly on the 2017 camera's NIR did not carry over to the 2019 test people; one trained on
+        # 2019 people only did (docs/BENCHMARKS.md, issue 11, step 5).
+        n_2019 = len({s.person for s in train if s.meta.get("set") == "2019"})
+        train_set = "2019" if n_2019 >= MIN_TRAIN_SET_PEOPLE else None
+        if train_set is None:
+            typer.echo(f"note: {n_2019} training people of the 2019 set (under {MIN_TRAIN_SET_PEOPLE}): training on "
+                       "every training person", err=True)
+    if train_set is not None and train_set != "any":
         train = [s for s in train if s.meta.get("set") == train_set]
         people = sorted({s.person for s in train})
         if len(people) < 4:
