@@ -369,7 +369,8 @@ def test_embedder_option_refuses_unknown_names_and_names_a_missing_model(no_mode
     base = ["evaluate", "--dataset", "folder", "--data", str(data), "--no-cache"]
     res = runner.invoke(app, [*base, "--embedder", "arcface"])
     text = " ".join(res.output.split())
-    assert res.exit_code == 2 and "unknown embedder 'arcface'; use one of: dlib, edgeface-xs, edgeface-xxs" in text
+    assert res.exit_code == 2
+    assert "unknown embedder 'arcface'; use one of: dlib, dlib-noflip, edgeface-xs, edgeface-xxs" in text
     res = runner.invoke(app, [*base, "--embedder", "edgeface-xxs", "--models-dir", str(no_models / "mine")])
     text = " ".join(res.output.split())
     assert res.exit_code == 2 and "file edgeface_xxs.onnx not found" in text

@@ -51,7 +51,8 @@ def test_fingerprint_tracks_settings_and_registry_lists_names():
     assert DlibResNetEmbedder(flip=True).fingerprint != DlibResNetEmbedder(flip=False).fingerprint
     assert DlibResNetEmbedder().fingerprint == DlibResNetEmbedder().fingerprint
     assert {"dlib", "onnx"} <= set(available_embedders())
-    with pytest.raises(ValueError, match="unknown embedder 'vgg'; available: dlib, edgeface-xs, edgeface-xxs, onnx"):
+    with pytest.raises(ValueError,
+                       match="unknown embedder 'vgg'; available: dlib, dlib-noflip, edgeface-xs, edgeface-xxs, onnx"):
         get_embedder("vgg")
     with pytest.raises(ValueError, match="num_jitters must be >= 0"):
         DlibResNetEmbedder(num_jitters=-1)

@@ -177,8 +177,8 @@ def test_command_trains_on_the_test_peoples_capture_set_by_default(rap3df_root, 
 
     monkeypatch.setattr(identity, "training_data", caught)
     for extra in ([], ["--train-set", "any"]):
-        res = CliRunner().invoke(app, ["train-hallucination-id", "--data", str(rap3df_root.parent), "-o", "/nonexistent/m",
-                                       *extra])
+        res = CliRunner().invoke(app, ["train-hallucination-id", "--data", str(rap3df_root.parent),
+                                       "-o", "/nonexistent/m", *extra])
         assert res.exit_code == 1 and "stop here" in res.output
     default, every = seen
     assert {s.meta["set"] for s in default} == {"2019"} and len({s.person for s in default}) == 24

@@ -149,7 +149,8 @@ class ModelSpec:
             raise NotImplementedError(f"{self.name}: only ArcFace's 112x112 template is mapped to dlib's points")
         return OnnxPreprocess(input_size=self.input_size, mean=self.mean, std=self.std,
                               color_order=self.color_order, layout=self.layout,  # type: ignore[arg-type]
-                              template=ARCFACE_DLIB5_TEMPLATE, keypoints=keypoints or self.keypoints,  # type: ignore[arg-type]
+                              template=ARCFACE_DLIB5_TEMPLATE,
+                              keypoints=keypoints or self.keypoints,  # type: ignore[arg-type]
                               template5=self.reference_template)  # type: ignore[arg-type]
 
 
