@@ -65,7 +65,9 @@ class IdentityTrainConfig:
         of cosine).
     val_fraction
         Share of the training people held out to choose the step (at least 2 people); of the candidates, when
-        :func:`train_identity_hallucination` is given ``val_candidates``.
+        :func:`train_identity_hallucination` is given ``val_candidates``. A quarter: 6 of a RAP3DF split's 24
+        training people of 2019, the setting measured in docs/BENCHMARKS.md (issue 11, step 5); with a sixth (4
+        people) a held-out run kept step 0.
     val_every
         Steps between validations.
     seed
@@ -80,7 +82,7 @@ class IdentityTrainConfig:
     max_seconds: float = 300.0
     max_steps: int = 100_000
     scale: float = 60.0
-    val_fraction: float = 1 / 6
+    val_fraction: float = 0.25
     val_every: int = 40
     seed: int = 0
     threads: int | None = None

@@ -35,7 +35,7 @@ def train_hallucination_id(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the person split, initialisation and batches.")] = 0,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Torch CPU threads.")] = None,
     val_set: Annotated[Optional[str], typer.Option("--val-set", help="RAP3DF: draw the validation people from this capture set (default 2019, the set test people come from; 'any' for every training person).")] = None,
-    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the candidates held out to choose the step.")] = 1 / 6,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of the candidates held out to choose the step.")] = 0.25,
     train_set: Annotated[Optional[str], typer.Option("--train-set", help="RAP3DF: train on the training people of this capture set only: default 2019, the test people's NIR camera, when at least 8 training people come from it (else every training person); 'any' for every training person.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise the NIR faces' mean and std to the training median first (the paper's mining step); off by default, so step 0 is the NIR face as it is.")] = False,
 ) -> None:
