@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from nirvis.demo import pipeline as demo_pipeline
 from nirvis.demo.cache import STAGE_RECORD, StageCache, stage_key
 from nirvis.demo.pipeline import DemoConfig, run_demo
+from nirvis.faces.align import AlignConfig
 
 runner = CliRunner()
 REAL_FIT = demo_pipeline._fit_task
@@ -463,7 +464,7 @@ def test_casia_demo_command_prints_both_tables_and_reports_them(casia_root, tmp_
 
 def _fake_rec():
     return SimpleNamespace(embedder=SimpleNamespace(fingerprint="fake-embedder"),
-                           aligner=SimpleNamespace(fingerprint="fake-aligner", config=None), cache=None)
+                           aligner=SimpleNamespace(fingerprint="fake-aligner", config=AlignConfig()), cache=None)
 
 
 def replace_cfg(cfg: DemoConfig, **changes) -> DemoConfig:

@@ -136,7 +136,7 @@ class Recognizer:
         if align is None:
             align = AlignConfig(landmark_model=wanted)
         elif align.landmark_model != wanted:
-            raise ValueError(f"embedder {self.embedder.name!r} is cut from the landmarks of {wanted!r}, but the "
+            raise ValueError(f"embedder {getattr(self.embedder, 'name', self.embedder)!r} is cut from the landmarks of {wanted!r}, but the "
                              f"alignment config has landmark_model={align.landmark_model!r}; leave align unset, or "
                              f"set landmark_model={wanted!r}")
         self.aligner = FaceAligner(align)

@@ -254,7 +254,7 @@ def _samples_digest(samples: Sequence[Sample]) -> str:
 
     The content, not the modification time: a dataset copied, extracted or synced again keeps its stages
     (this machine's data folder gets new times every session, and every stage after the first was computed
-    again). Hashing RAP3DF's 1198 images takes about a second."""
+    again). Hashing RAP3DF's 1198 images takes about 0.2 s."""
     h = hashlib.sha256()
     for s in samples:
         try:
@@ -521,7 +521,7 @@ def run_demo(data_root: str | os.PathLike, config: DemoConfig = FULL, *, stage_c
         # where the report (nirvis report) finds the stages' files and the aligned faces
         "data_root": str(Path(data_root).resolve()), "stage_cache": str(stage_cache.root.resolve()),
         # the report aligns its faces the same way
-        "landmark_model": getattr(getattr(recognizer.aligner, "config", None), "landmark_model", "shape5"),
+        "landmark_model": recognizer.aligner.config.landmark_model,
         "feature_cache": (str(Path(recognizer.cache.root).resolve())
                           if getattr(recognizer.cache, "root", None) is not None else None),
         "stages": [{"stage": r.stage, "key": r.key, "path": str(r.path), "cached": r.cached,
@@ -991,8 +991,8 @@ def _sweep_stage(run: _Run, fs: FeatureSet, feat_stage: StageResult, model_stage
     """Stage 7 (paper Fig. 7): rank-1 and VR@FAR=1% of ``H`` against α, for both readings of eq. (1).
 
     Only the probes are hallucinated (the gallery is VIS, and ``H`` fits nothing); each NIR probe once per
-    setting (the demo's own α and reading come from stage 4's features, ``hfs``), shared by the splits that test it; α 0 (the CNN luminance alone) is computed once for both
-    readings. Returns ``{"alphas": [...], "probes": n, "readings": {reading: {"rank1": [...], "rank1_std": [...],
+    setting, shared by the splits that test it. The demo's own α and reading come from stage 4's features
+    (``hfs``); α 0 (the CNN luminance alone) is computed once for both readings. Returns ``{"alphas": [...], "probes": n, "readings": {reading: {"rank1": [...], "rank1_std": [...],
     "vr_far_1e-2": [...], "per_split_rank1": [[...] per alpha]}}}``, means over the splits.
     """
     from nirvis.evaluation.metrics import evaluate_identification, mean_std

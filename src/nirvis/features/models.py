@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from nirvis._io import atomic_write, file_digest
 from nirvis.errors import NirvisError
 from nirvis.features.base import Embedder, available_embedders, register_embedder
-from nirvis.features.onnx import ARCFACE_112_TEMPLATE as _ARCFACE_112
+from nirvis.features.onnx import ARCFACE_112_TEMPLATE  # re-exported: the registry's reference template
 
 if TYPE_CHECKING:  # pragma: no cover
     from nirvis.features.onnx import OnnxEmbedder, OnnxPreprocess
@@ -66,11 +66,10 @@ ENV_VAR = "NIRVIS_MODELS"
 
 Point = tuple[float, float]
 
-#: ArcFace's standard 112x112 five-point template (see :data:`nirvis.features.onnx.ARCFACE_112_TEMPLATE`). The
-#: known networks are cut from it by ArcFace's own keypoints (dlib's 68-point model); networks given as
-#: ``onnx:PATH`` are cut from dlib's 5 points with :data:`nirvis.features.onnx.ARCFACE_DLIB5_TEMPLATE`, measured
-#: to put these five points where ArcFace expects them (3.9 px from them on average).
-ARCFACE_112_TEMPLATE = _ARCFACE_112
+# ARCFACE_112_TEMPLATE (imported above): the known networks are cut onto it from ArcFace's own keypoints (dlib's
+# 68-point model); networks given as ``onnx:PATH`` are cut from dlib's 5 points with
+# nirvis.features.onnx.ARCFACE_DLIB5_TEMPLATE, measured to put these five points where ArcFace expects them (3.9 px
+# from them on average).
 
 
 class ModelNotFoundError(NirvisError, FileNotFoundError):
@@ -514,5 +513,5 @@ def licence_notice(embedder: Embedder) -> str | None:
         return None
     crop = (" Its faces are aligned with dlib's 68-point landmark model, whose training data (iBUG 300-W) "
             "excludes commercial use too."
-            if getattr(embedder, "landmark_model", "shape5") == "shape68" else "")
+            if embedder.landmark_model == "shape68" else "")
     return f"note: {spec.name} ({spec.network}): {spec.licence}; do not use it commercially.{crop}"
